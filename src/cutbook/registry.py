@@ -58,7 +58,17 @@ def load(name: str) -> type[Adapter]:
         raise RegistryError(f"no adapter named {name!r} is installed (known: {known})")
     try:
         cls = ep.load()
-    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take down the others
+    # What a broken plugin realistically raises on import; the one broad catch stays
+    # at the engine's step boundary.
+    except (
+        ImportError,
+        AttributeError,
+        SyntaxError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        OSError,
+    ) as exc:
         raise RegistryError(
             f"adapter {name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
         ) from exc
