@@ -1,9 +1,254 @@
-"""Run-time commands (run, approve, resume): registered here, Prefect imported only when used."""
+"""Run-time commands: run, approve. Prefect is imported only once they start."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from cutbook.errors import EngineError, UsageError
+
+if TYPE_CHECKING:
+    from cutbook.engine.session import Session
+
+
+class ClockKind(StrEnum):
+    real = "real"
+    virtual = "virtual"
+
+
+class Decision(StrEnum):
+    retry = "retry"
+    skip = "skip"
+    rollback = "rollback"
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command(name="run")(run)
+    app.command(name="approve")(approve)
+
+
+def run(
+    runbook: Annotated[Path, typer.Argument(help="The runbook to run.", show_default=False)],
+    variables: Annotated[
+        list[str] | None,
+        typer.Option("--var", "-v", metavar="NAME=VALUE", help="Override a runbook variable."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Place the window's timeline here (ISO); default: as written."),
+    ] = None,
+    clock: Annotated[
+        ClockKind,
+        typer.Option(help="real: wall-clock time. virtual: a compressed rehearsal timeline."),
+    ] = ClockKind.real,
+    speed: Annotated[
+        float, typer.Option(help="With --clock virtual: how many times faster than real time.")
+    ] = 360.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Call only read-only checks; record what would change."),
+    ] = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (default: generated).")
+    ] = None,
+    auto_approve: Annotated[
+        bool,
+        typer.Option(
+            "--auto-approve",
+            help="Answer every gate as yourself, recorded as automatic. Demos and rehearsals only.",
+        ),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="CUTBOOK_DATA_DIR",
+            help="Journals, reports and the embedded Prefect server. [default: ./.cutbook]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a runbook as a Prefect flow: on time, with retries, gates, rollback and
+    always-steps, journalled step by step.
+
+    A rehearsal is a run with --clock virtual (a six-hour window at --speed 360 takes
+    about a minute) against the simulator. Exit 0 when the run completed, 1 when it
+    failed (after its rollback and always steps ran), 2 for invalid input.
+    """
+    from cutbook.cli import _load, err, out
+    from cutbook.cli import data_dir as resolve_data_dir
+    from cutbook.model import TimeError, parse_time
+
+    loaded = _load(runbook, variables)
+    rb = loaded.runbook
+    when = None
+    if start is not None:
+        try:
+            when = parse_time(start, rb.zone)
+        except TimeError as exc:
+            raise UsageError(f"--start: {exc}") from None
+    if speed <= 0:
+        raise UsageError("--speed must be positive")
+    if auto_approve and clock is ClockKind.real and not dry_run:
+        err.print(
+            "warning: --auto-approve on a real-clock run answers every gate for you",
+            style="yellow",
+            markup=False,
+        )
+    folder = resolve_data_dir(data_dir)
+
+    from cutbook.engine.server import configure_environment, ensure_server
+
+    configure_environment()
+    api = ensure_server(folder)
+
+    from cutbook.engine.session import RunSettings, Session
+    from cutbook.logs import configure
+
+    settings = RunSettings(
+        data_dir=folder,
+        clock=clock.value,
+        speed=speed,
+        start=when,
+        dry_run=dry_run,
+        auto_approve=auto_approve,
+        run_id=run_id,
+    )
+    session = Session(loaded, settings)
+    configure(redactor=session.redactor)
+    outcome = asyncio.run(_execute(session, api))
+    summary(session, outcome)
+    if outcome != "succeeded":
+        raise typer.Exit(1)
+    del out
+
+
+async def _execute(session: Session, api: str) -> str | None:
+    from prefect import tags
+
+    from cutbook.cli import err, out
+    from cutbook.engine.flow import PREPARED, cutover
+    from cutbook.engine.view import LiveView
+
+    await session.prepare()
+    rb = session.loaded.runbook
+    out.print(f"run id: {session.run_id}", markup=False)
+    view = LiveView(err)
+    session.observers.append(view.update)
+    session.on_flow_run = lambda url: out.print(f"flow run: {url}", markup=False)
+    PREPARED[session.run_id] = session
+    params = {
+        "runbook_name": rb.name,
+        "window_start": (rb.window_start + session.shift).isoformat(timespec="minutes"),
+        "runbook_path": str(session.loaded.path.resolve()),
+        "runbook_sha256": session.loaded.sha256,
+        "runbook_text": session.loaded.text,
+        "variables": session.loaded.vars,
+        "run_id": session.run_id,
+        "settings": {
+            "data_dir": str(session.settings.data_dir),
+            "clock": session.settings.clock,
+            "speed": session.settings.speed,
+            "dry_run": session.settings.dry_run,
+            "auto_approve": session.settings.auto_approve,
+        },
+    }
+    started = False
+
+    def begin(runner: object) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            view.start(runner)  # type: ignore[arg-type]
+
+    session.observers.insert(0, begin)
+    try:
+        with tags("cutover", rb.name, f"cutbook-run:{session.run_id}"):
+            await cutover(**params, return_state=True)
+    finally:
+        if session.runner is not None:
+            view.stop(session.runner)
+    del api
+    return session.runner.outcome if session.runner else None
+
+
+def summary(session: Session, outcome: str | None) -> None:
+    from cutbook.cli import out
+
+    runner = session.runner
+    if runner is None:
+        return
+    counts: dict[str, int] = {}
+    for st in runner.states.values():
+        counts[st.status] = counts.get(st.status, 0) + 1
+    parts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()))
+    style = "green" if outcome == "succeeded" else "red"
+    out.print(f"outcome: {outcome} ({parts})", style=style, markup=False)
+    if runner.failure:
+        out.print(f"reason: {runner.failure}", markup=False)
+    if session.journal is not None:
+        out.print(f"journal: {session.journal.path}", markup=False)
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run id printed by cutbook run.")],
+    step: Annotated[str, typer.Argument(help="The gate or manual step being answered.")],
+    by: Annotated[str, typer.Option("--by", help="Your name, as listed in the gate's approvers.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Say no-go.")] = False,
+    decision: Annotated[
+        Decision | None,
+        typer.Option(help="For a failed step with on_failure: pause — retry, skip or rollback."),
+    ] = None,
+    comment: Annotated[str, typer.Option(help="Why; kept in the journal as evidence.")] = "",
+) -> None:
+    """Answer a go/no-go gate or manual step of a running run from a terminal.
+
+    The same answer can be given in the Prefect UI's form on the paused flow run.
+    """
+    from cutbook.cli import out
+    from cutbook.engine.server import configure_environment
+
+    configure_environment()
+    os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    said = answer_gate(run_id, step, by=by, reject=reject, decision=decision, comment=comment)
+    out.print(said, markup=False)
+
+
+def answer_gate(
+    run_id: str,
+    step: str,
+    *,
+    by: str,
+    reject: bool = False,
+    decision: Decision | None = None,
+    comment: str = "",
+) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.flow_runs import resume_flow_run
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"cutbook-run:{run_id}"])),
+            limit=10,
+        )
+    paused = [r for r in runs if r.state is not None and r.state.is_paused()]
+    if not runs:
+        raise UsageError(f"no run {run_id!r} is known to the Prefect server")
+    if not paused:
+        raise EngineError(f"run {run_id!r} is not waiting for an answer")
+    flow_run = max(paused, key=lambda r: r.start_time or datetime.min)
+    assert flow_run.state is not None
+    key = flow_run.state.state_details.pause_key or ""
+    waiting_for = key.removeprefix("cutbook-").rsplit("-", 1)[0]
+    if waiting_for != step:
+        raise UsageError(f"run {run_id!r} is waiting at step {waiting_for!r}, not {step!r}")
+    choice = decision.value if decision is not None else ("reject" if reject else "approve")
+    resume_flow_run(flow_run.id, run_input={"approver": by, "decision": choice, "comment": comment})
+    return f"{step}: {choice} by {by}"

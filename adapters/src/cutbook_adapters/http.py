@@ -1,0 +1,326 @@
+"""The ``http`` adapter: JSON APIs over HTTP(S) with idempotency keys.
+
+Mutating requests carry ``Idempotency-Key`` so a retry or a resumed run never
+applies a change twice on servers that honour it. The adapter never retries
+itself: it classifies failures and lets the engine decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
+from cutbook.errors import PermanentError, TransientError
+from cutbook.model import Duration
+from cutbook_adapters._common import (
+    DEFAULT_MAX_BYTES,
+    TRANSIENT_STATUS,
+    ScrubbingAdapter,
+    compact_json,
+    json_mismatch,
+    min_timeout,
+    one_line,
+    retry_after_seconds,
+    tls_context,
+    truncate,
+)
+
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+ParamValue = str | int | float | bool | list[str | int | float | bool]
+
+
+class BasicAuth(Args):
+    username: str
+    password: str = Field(description="Usually a secret: '{{ secrets.API_PASSWORD }}'")
+
+
+class AuthConfig(Args):
+    """Exactly one of ``bearer`` or ``basic``."""
+
+    bearer: str | None = Field(None, description="Token sent as 'Authorization: Bearer …'")
+    basic: BasicAuth | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AuthConfig:
+        if (self.bearer is None) == (self.basic is None):
+            raise ValueError("give exactly one of 'bearer' or 'basic'")
+        return self
+
+
+class ClientCert(Args):
+    cert: str = Field(description="PEM file with the client certificate (and chain)")
+    key: str | None = Field(None, description="PEM private key, if not inside 'cert'")
+
+
+class HttpConfig(TargetConfig):
+    """Options of an ``http`` target."""
+
+    base_url: str = Field(description="Prefix for every step's 'path', e.g. https://api.example")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers sent with every request"
+    )
+    auth: AuthConfig | None = None
+    timeout: Duration = Field(timedelta(seconds=30), description="Per-request time limit")
+    verify_tls: bool | str = Field(True, description="false, true, or a CA bundle path")
+    client_cert: ClientCert | None = None
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BYTES, ge=256, description="Response bytes kept in outputs"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "{{")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value
+
+
+class Expect(Args):
+    """What a response must look like for the step to count as done."""
+
+    status: list[int] | None = Field(
+        None, description="Accepted status codes; default any 2xx", min_length=1
+    )
+    json_: Any = Field(
+        None,
+        alias="json",
+        description="Subset the JSON body must contain (objects recursively; lists exactly)",
+    )
+
+
+class GetArgs(Args):
+    path: str = Field("", description="Path under base_url, or a full http(s) URL")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="Query parameters")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
+    expect: Expect = Field(default_factory=Expect)
+
+
+class BodyArgs(GetArgs):
+    json_: Any = Field(None, alias="json", description="JSON request body")
+    data: dict[str, str] | str | None = Field(
+        None, description="Form fields or raw text body (not with 'json')"
+    )
+
+    @model_validator(mode="after")
+    def _one_body(self) -> BodyArgs:
+        if self.json_ is not None and self.data is not None:
+            raise ValueError("give 'json' or 'data', not both")
+        return self
+
+
+def _spec(args: type[BaseModel], method: str, mutating: bool) -> ActionSpec:
+    what = "read" if not mutating else "send"
+    return ActionSpec(
+        args=args,
+        description=f"{what} an HTTP {method}; checks 'expect'",
+        mutating=mutating,
+        reversible=False,
+    )
+
+
+class HttpAdapter(ScrubbingAdapter):
+    """Drives JSON-over-HTTP systems; one pooled client per target."""
+
+    name: ClassVar[str] = "http"
+    Config: ClassVar[type[BaseModel]] = HttpConfig
+    actions: ClassVar[Mapping[str, ActionSpec]] = {
+        "get": _spec(GetArgs, "GET", False),
+        "post": _spec(BodyArgs, "POST", True),
+        "put": _spec(BodyArgs, "PUT", True),
+        "patch": _spec(BodyArgs, "PATCH", True),
+        "delete": _spec(BodyArgs, "DELETE", True),
+    }
+
+    def __init__(self, config: BaseModel, context: AdapterContext) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, HttpConfig)
+        self.cfg = config
+        if config.auth is not None:
+            self.add_secrets([config.auth.bearer])
+            if config.auth.basic is not None:
+                self.add_secrets([config.auth.basic.password])
+        self._client: httpx.AsyncClient | None = None
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            cfg = self.cfg
+            headers = dict(cfg.headers)
+            auth: httpx.Auth | None = None
+            if cfg.auth is not None and cfg.auth.bearer is not None:
+                headers["Authorization"] = f"Bearer {cfg.auth.bearer}"
+            elif cfg.auth is not None and cfg.auth.basic is not None:
+                auth = httpx.BasicAuth(cfg.auth.basic.username, cfg.auth.basic.password)
+            verify: Any = cfg.verify_tls
+            if cfg.client_cert is not None or isinstance(cfg.verify_tls, str):
+                cert = cfg.client_cert
+                try:
+                    verify = tls_context(
+                        cfg.verify_tls,
+                        cert.cert if cert else None,
+                        cert.key if cert else None,
+                    )
+                except OSError as exc:
+                    raise PermanentError(f"http: cannot load TLS files: {exc}") from exc
+            self._client = httpx.AsyncClient(
+                base_url=cfg.base_url,
+                headers=headers,
+                auth=auth,
+                verify=verify,
+                timeout=cfg.timeout.total_seconds(),
+                follow_redirects=False,
+            )
+        return self._client
+
+    def _method(self, call: Call) -> str:
+        if call.action not in self.actions:
+            raise PermanentError(f"http: no action {call.action!r}")
+        return call.action.upper()
+
+    def _url(self, args: GetArgs) -> str:
+        return str(self._get_client().build_request("GET", args.path, params=args.params).url)
+
+    def _describe(self, method: str, args: GetArgs) -> str:
+        shown = urlsplit(self._url(args))
+        text = f"{method} {shown.path or '/'}"
+        if shown.query:
+            text += f"?{shown.query}"
+        return self.scrub(text)
+
+    async def _send(self, call: Call, method: str, args: GetArgs) -> httpx.Response:
+        client = self._get_client()
+        headers = dict(args.headers)
+        if self.actions[call.action].mutating:
+            headers["Idempotency-Key"] = call.idempotency_key
+        body: dict[str, Any] = {}
+        if isinstance(args, BodyArgs):
+            if args.json_ is not None:
+                body["json"] = args.json_
+            elif isinstance(args.data, str):
+                body["content"] = args.data
+            elif args.data is not None:
+                body["data"] = args.data
+        limit = min_timeout(self.cfg.timeout.total_seconds(), call.timeout)
+        where = self._describe(method, args)
+        try:
+            async with asyncio.timeout(limit):
+                return await client.request(
+                    method,
+                    args.path,
+                    params=args.params or None,
+                    headers=headers,
+                    timeout=limit,
+                    **body,
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise TransientError(f"{where}: timed out after {limit:g}s") from exc
+        except httpx.TransportError as exc:
+            detail = self.scrub(f"{type(exc).__name__}: {exc}")
+            raise TransientError(f"{where}: {detail}") from exc
+        except httpx.HTTPError as exc:
+            raise PermanentError(f"{where}: {self.scrub(str(exc))}") from exc
+
+    def _result(self, call: Call, method: str, args: GetArgs, resp: httpx.Response) -> Result:
+        """Build the Result; raises for a status outside ``expect``."""
+        body_json: Any = None
+        try:
+            body_json = resp.json()
+        except ValueError:
+            body_json = None
+        text = resp.text
+        limit = self.cfg.max_body_bytes
+        kept_json = body_json if len(resp.content) <= limit else None
+        output: dict[str, Any] = {
+            "status": resp.status_code,
+            "json": self.scrub_value(kept_json),
+            "text": self.scrub(truncate(text, limit)),
+        }
+        if resp.headers.get("Idempotent-Replayed", "").lower() == "true":
+            output["replayed"] = True
+        shown = compact_json(body_json) if body_json is not None else text
+        summary = one_line(
+            f"{self._describe(method, args)} → {resp.status_code} {self.scrub(shown)}"
+        )
+        mutating = self.actions[call.action].mutating
+        changed = mutating
+        if (
+            mutating
+            and isinstance(body_json, Mapping)
+            and isinstance(body_json.get("changed"), bool)
+        ):
+            changed = body_json["changed"]
+        accepted = args.expect.status
+        status_ok = (
+            resp.status_code in accepted if accepted is not None else 200 <= resp.status_code < 300
+        )
+        if not status_ok:
+            if resp.status_code in TRANSIENT_STATUS:
+                raise TransientError(
+                    summary, retry_after=retry_after_seconds(resp.headers.get("Retry-After"))
+                )
+            raise PermanentError(summary)
+        mismatch = None
+        if args.expect.json_ is not None:
+            mismatch = json_mismatch(args.expect.json_, body_json)
+        if mismatch:
+            return Result(
+                changed=changed,
+                ok=False,
+                summary=one_line(f"{summary} — expected {self.scrub(mismatch)}"),
+                output=output,
+            )
+        return Result(changed=changed, summary=summary, output=output)
+
+    # -- the contract ----------------------------------------------------------
+
+    async def check(self, call: Call) -> Result:
+        """GET is safe to perform; mutating requests are only described."""
+        method = self._method(call)
+        args = call.args
+        assert isinstance(args, GetArgs)
+        if not self.actions[call.action].mutating:
+            return await self._perform(call, method, args, raise_on_mismatch=False)
+        body = ""
+        if isinstance(args, BodyArgs) and args.json_ is not None:
+            body = " " + compact_json(args.json_)
+        elif isinstance(args, BodyArgs) and args.data is not None:
+            body = " " + compact_json(args.data)
+        summary = one_line(self.scrub(f"would {self._describe(method, args)}{body}"))
+        return Result(changed=True, summary=summary, output={"method": method})
+
+    async def apply(self, call: Call) -> Result:
+        method = self._method(call)
+        assert isinstance(call.args, GetArgs)
+        return await self._perform(call, method, call.args, raise_on_mismatch=True)
+
+    async def verify(self, call: Call) -> Result:
+        """Repeat a GET and judge it; never repeat a mutating request."""
+        method = self._method(call)
+        if self.actions[call.action].mutating:
+            status = call.prior.output.get("status") if call.prior else None
+            return Result(ok=True, summary=f"{method} answered {status}; no read-back defined")
+        assert isinstance(call.args, GetArgs)
+        return await self._perform(call, method, call.args, raise_on_mismatch=False)
+
+    async def _perform(
+        self, call: Call, method: str, args: GetArgs, *, raise_on_mismatch: bool
+    ) -> Result:
+        call.log(f"http {self._describe(method, args)}")
+        resp = await self._send(call, method, args)
+        result = self._result(call, method, args, resp)
+        if not result.ok and raise_on_mismatch:
+            raise PermanentError(result.summary)
+        return result
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,505 @@
+"""The ``pki`` adapter: re-issue certificates under a new subject name.
+
+When an office is renamed, its signing certificates must carry the new
+organisation name. For each owner the adapter makes a fresh key and CSR,
+has the CA sign it, checks the certificate locally (signature by the CA,
+issuer, validity, subject, public key) and only then makes it current.
+Rollback makes the previous certificate current again and revokes the new one.
+
+Private keys never leave memory unless ``key_dir`` is set; they are never
+logged or put in outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, Field
+
+from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
+from cutbook.errors import PermanentError, TransientError
+from cutbook.model import Duration
+from cutbook_adapters._common import (
+    TRANSIENT_STATUS,
+    ScrubbingAdapter,
+    min_timeout,
+    one_line,
+    retry_after_seconds,
+)
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_ATTRS: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
+    ("C", NameOID.COUNTRY_NAME),
+    ("O", NameOID.ORGANIZATION_NAME),
+    ("OU", NameOID.ORGANIZATIONAL_UNIT_NAME),
+    ("CN", NameOID.COMMON_NAME),
+)
+
+
+class PkiConfig(TargetConfig):
+    """Options of a ``pki`` target."""
+
+    ca_url: str = Field(description="Root of the CA's API, e.g. http://127.0.0.1:8765/edoc")
+    key_type: Literal["ec-p256", "rsa-2048"] = Field("ec-p256", description="New key algorithm")
+    timeout: Duration = Field(timedelta(seconds=30), description="Per-request time limit")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request")
+    key_dir: str | None = Field(
+        None,
+        description="Directory for new private keys (files 0600); default: keep them in memory "
+        "only. With it, a retried call resubmits the same CSR instead of issuing another.",
+    )
+
+
+class UnitSubject(Args):
+    """Attributes to change; anything not given is kept from the current certificate."""
+
+    O: str = Field(min_length=1, max_length=64, description="Organisation: the new office name")  # noqa: E741
+    OU: str | None = Field(None, min_length=1, max_length=64)
+    C: str | None = Field(None, min_length=2, max_length=2, description="Two-letter country")
+
+
+class Subject(UnitSubject):
+    CN: str | None = Field(
+        None, min_length=1, max_length=64, description="Common name; default: the current one"
+    )
+
+
+class ReissueArgs(Args):
+    owner: str = Field(
+        min_length=1, description="Certificate owner, e.g. org:2001 or person:2001:1"
+    )
+    subject: Subject
+
+
+class ReissueUnitArgs(Args):
+    unit: str = Field(min_length=1, description="Office code whose owners are all re-issued")
+    subject: UnitSubject
+
+
+@dataclass
+class _Owner:
+    owner: str
+    current_serial: str | None
+    cert: x509.Certificate | None
+
+
+def _name_dict(name: x509.Name) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for short, oid in _ATTRS:
+        attrs = name.get_attributes_for_oid(oid)
+        if attrs:
+            out[short] = str(attrs[0].value)
+    return out
+
+
+def _build_name(attrs: Mapping[str, str]) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(oid, attrs[short]) for short, oid in _ATTRS if attrs.get(short)]
+    )
+
+
+def _spki(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+class PkiAdapter(ScrubbingAdapter):
+    """Drives an Edoc-style CA over HTTP; verifies every certificate it gets back."""
+
+    name: ClassVar[str] = "pki"
+    Config: ClassVar[type[BaseModel]] = PkiConfig
+    actions: ClassVar[Mapping[str, ActionSpec]] = {
+        "reissue": ActionSpec(
+            args=ReissueArgs,
+            description="Issue one owner a certificate with a new subject and make it current",
+            mutating=True,
+            reversible=True,
+        ),
+        "reissue_unit": ActionSpec(
+            args=ReissueUnitArgs,
+            description="Re-issue every certificate owner of an office under the new subject",
+            mutating=True,
+            reversible=True,
+        ),
+    }
+
+    def __init__(self, config: BaseModel, context: AdapterContext) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, PkiConfig)
+        self.cfg = config
+        self._client: httpx.AsyncClient | None = None
+        self._ca: x509.Certificate | None = None
+        # Entries already changed per (run, step, item): a retried or failed
+        # reissue_unit still knows what to report and what to roll back.
+        self._progress: dict[tuple[str, str, str | None], dict[str, dict[str, Any]]] = {}
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.cfg.ca_url.rstrip("/") + "/",
+                headers=self.cfg.headers,
+                timeout=self.cfg.timeout.total_seconds(),
+            )
+        return self._client
+
+    async def _request(
+        self,
+        call: Call,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        key: str | None = None,
+    ) -> Any:
+        headers = {"Idempotency-Key": key} if key else {}
+        limit = min_timeout(self.cfg.timeout.total_seconds(), call.timeout)
+        where = f"{method} {path}"
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self._get_client().request(
+                    method, path, json=json, params=params, headers=headers, timeout=limit
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise TransientError(f"pki: {where}: timed out after {limit:g}s") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(self.scrub(f"pki: {where}: {type(exc).__name__}: {exc}")) from exc
+        except httpx.HTTPError as exc:
+            raise PermanentError(self.scrub(f"pki: {where}: {exc}")) from exc
+        if resp.is_success:
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise PermanentError(f"pki: {where}: answer is not JSON") from exc
+        message = one_line(self.scrub(f"pki: {where} → {resp.status_code} {resp.text}"))
+        if resp.status_code in TRANSIENT_STATUS:
+            retry = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise TransientError(message, retry_after=retry)
+        raise PermanentError(message)
+
+    async def _ca_cert(self, call: Call) -> x509.Certificate:
+        if self._ca is None:
+            body = await self._request(call, "GET", "ca")
+            self._ca = _load_cert(body, "the CA certificate")
+        return self._ca
+
+    async def _owner(self, call: Call, owner: str) -> _Owner:
+        body = await self._request(call, "GET", f"owners/{quote(owner, safe=':')}")
+        serial = body.get("current_serial") if isinstance(body, Mapping) else None
+        cert = await self._cert(call, serial) if serial else None
+        return _Owner(owner=owner, current_serial=serial, cert=cert)
+
+    async def _cert(self, call: Call, serial: str) -> x509.Certificate:
+        body = await self._request(call, "GET", f"certificates/{quote(serial)}")
+        return _load_cert(body, f"certificate {serial}")
+
+    async def _unit_owners(self, call: Call, unit: str) -> list[str]:
+        body = await self._request(call, "GET", "owners", params={"unit": unit})
+        if not isinstance(body, list):
+            raise PermanentError(f"pki: owners of unit {unit!r}: expected a list")
+        owners = [str(o["owner"]) for o in body if isinstance(o, Mapping) and "owner" in o]
+        if not owners:
+            raise PermanentError(f"pki: unit {unit!r} has no certificate owners")
+        return owners
+
+    # -- certificates --------------------------------------------------------------
+
+    def _target_subject(self, current: _Owner, subject: UnitSubject) -> dict[str, str]:
+        attrs = _name_dict(current.cert.subject) if current.cert is not None else {}
+        attrs.setdefault("CN", current.owner)
+        for short, value in subject.model_dump(exclude_none=True).items():
+            attrs[short] = value
+        return attrs
+
+    def _problems(
+        self, ca: x509.Certificate, cert: x509.Certificate, wanted: Mapping[str, str]
+    ) -> list[str]:
+        """Everything wrong with ``cert`` as a current certificate under ``wanted``."""
+        problems = []
+        if cert.issuer != ca.subject:
+            problems.append(f"issuer {cert.issuer.rfc4514_string()} is not the CA")
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            problems.append("signature does not verify with the CA key")
+        now = dt.datetime.now(dt.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            problems.append(
+                f"not valid now ({cert.not_valid_before_utc:%Y-%m-%d}"
+                f"..{cert.not_valid_after_utc:%Y-%m-%d})"
+            )
+        got = _name_dict(cert.subject)
+        if got != dict(wanted):
+            problems.append(f"subject is {cert.subject.rfc4514_string()}")
+        return problems
+
+    def _new_key(self, call: Call, owner: str) -> tuple[PrivateKey, Path | None]:
+        """A new key, or the one a previous attempt of this very call left in key_dir."""
+        path = None
+        if self.cfg.key_dir is not None:
+            digest = hashlib.sha256(f"{call.idempotency_key}|{owner}".encode()).hexdigest()[:16]
+            path = Path(self.cfg.key_dir) / f"{_safe_filename(owner)}-{digest}.key.pem"
+            if path.exists():
+                try:
+                    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                except (OSError, ValueError) as exc:
+                    raise PermanentError(f"pki: cannot read key file {path}: {exc}") from exc
+                if isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+                    return loaded, path
+        key: PrivateKey
+        if self.cfg.key_type == "rsa-2048":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        if path is not None:
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(pem)
+            except OSError as exc:
+                raise PermanentError(f"pki: cannot write key file {path}: {exc}") from exc
+        return key, path
+
+    def _csr(self, key: PrivateKey, attrs: Mapping[str, str], path: Path | None) -> str:
+        """The CSR PEM; with key_dir the same bytes are reused so a retry is a replay."""
+        csr_path = path.with_suffix(".csr") if path is not None else None
+        if csr_path is not None and csr_path.exists():
+            return csr_path.read_text()
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(_build_name(attrs))
+            .sign(key, hashes.SHA256())
+        )
+        text = csr.public_bytes(serialization.Encoding.PEM).decode()
+        if csr_path is not None:
+            csr_path.write_text(text)
+        return text
+
+    async def _reissue_one(self, call: Call, owner: str, subject: UnitSubject) -> dict[str, Any]:
+        progress = self._progress.setdefault(_progress_key(call), {})
+        ca = await self._ca_cert(call)
+        current = await self._owner(call, owner)
+        wanted = self._target_subject(current, subject)
+        shown = _build_name(wanted).rfc4514_string()
+        if current.cert is not None and not self._problems(ca, current.cert, wanted):
+            done = progress.get(owner)
+            if done is not None and done.get("serial") == current.current_serial:
+                return done  # changed by an earlier attempt of this same call
+            return {
+                "owner": owner,
+                "serial": current.current_serial,
+                "previous_serial": None,
+                "subject": shown,
+                "changed": False,
+            }
+        key, key_path = self._new_key(call, owner)
+        csr = self._csr(key, wanted, key_path)
+        fingerprint = hashlib.sha256(_spki(key.public_key())).hexdigest()[:16]
+        issued = await self._request(
+            call,
+            "POST",
+            "certificates",
+            json={"owner": owner, "csr": csr},
+            key=f"{call.idempotency_key}:issue:{owner}:{fingerprint}",
+        )
+        cert = _load_cert(issued, f"the certificate issued to {owner}")
+        serial = str(issued.get("serial") or format(cert.serial_number, "016X"))
+        problems = self._problems(ca, cert, wanted)
+        if _spki(cert.public_key()) != _spki(key.public_key()):
+            problems.append("public key is not the one in our CSR")
+        if problems:
+            raise PermanentError(
+                f"pki: certificate {serial} for {owner} rejected, not made current: "
+                + "; ".join(problems)
+            )
+        await self._request(
+            call,
+            "POST",
+            f"owners/{quote(owner, safe=':')}/current",
+            json={"serial": serial},
+            key=f"{call.idempotency_key}:current:{owner}:{serial}",
+        )
+        entry: dict[str, Any] = {
+            "owner": owner,
+            "serial": serial,
+            "previous_serial": current.current_serial,
+            "subject": shown,
+            "changed": True,
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        }
+        if key_path is not None:
+            entry["key_file"] = str(key_path)
+        progress[owner] = entry
+        call.log(self.scrub(f"pki: {owner}: {current.current_serial} → {serial} ({shown})"))
+        return entry
+
+    async def _owners_for(self, call: Call) -> tuple[list[str], UnitSubject]:
+        args = call.args
+        if call.action == "reissue" and isinstance(args, ReissueArgs):
+            return [args.owner], args.subject
+        if call.action == "reissue_unit" and isinstance(args, ReissueUnitArgs):
+            return await self._unit_owners(call, args.unit), args.subject
+        raise PermanentError(f"pki: no action {call.action!r} with these args")
+
+    # -- the contract ----------------------------------------------------------------
+
+    async def check(self, call: Call) -> Result:
+        """Reads owners and reports which certificates would change; issues nothing."""
+        owners, subject = await self._owners_for(call)
+        ca = await self._ca_cert(call)
+        pending = []
+        for owner in owners:
+            current = await self._owner(call, owner)
+            wanted = self._target_subject(current, subject)
+            if current.cert is None or self._problems(ca, current.cert, wanted):
+                was = current.cert.subject.rfc4514_string() if current.cert else "no certificate"
+                pending.append({"owner": owner, "from": was, "to": _rfc(wanted)})
+        if not pending:
+            return Result(
+                changed=False,
+                summary=f"{len(owners)} owner(s) already carry the new subject",
+                output={"pending": []},
+            )
+        first = pending[0]
+        summary = f"would re-issue {len(pending)} of {len(owners)} owner(s): "
+        summary += f"{first['owner']} {first['from']} → {first['to']}"
+        return Result(
+            changed=True,
+            summary=one_line(self.scrub(summary)),
+            output=self.scrub_value({"pending": pending}),
+        )
+
+    async def apply(self, call: Call) -> Result:
+        owners, subject = await self._owners_for(call)
+        entries = [await self._reissue_one(call, owner, subject) for owner in owners]
+        changed = [e for e in entries if e["changed"]]
+        if call.action == "reissue":
+            e = entries[0]
+            if e["changed"]:
+                summary = f"{e['owner']}: {e['previous_serial']} → {e['serial']} ({e['subject']})"
+            else:
+                summary = f"{e['owner']} already carries {e['subject']} ({e['serial']})"
+            return Result(
+                changed=bool(changed),
+                summary=one_line(self.scrub(summary)),
+                output=self.scrub_value(e),
+            )
+        assert isinstance(call.args, ReissueUnitArgs)
+        summary = f"unit {call.args.unit}: re-issued {len(changed)} of {len(entries)} owner(s)"
+        output = {"unit": call.args.unit, "certificates": entries}
+        return Result(
+            changed=bool(changed), summary=self.scrub(summary), output=self.scrub_value(output)
+        )
+
+    async def verify(self, call: Call) -> Result:
+        """Every owner's current certificate chains to the CA and carries the new subject."""
+        owners, subject = await self._owners_for(call)
+        ca = await self._ca_cert(call)
+        expected = {e["owner"]: e["serial"] for e in _entries(call.prior)}
+        problems = []
+        for owner in owners:
+            current = await self._owner(call, owner)
+            if current.cert is None:
+                problems.append(f"{owner}: no current certificate")
+                continue
+            wanted = self._target_subject(current, subject)
+            issues = self._problems(ca, current.cert, wanted)
+            if owner in expected and current.current_serial != expected[owner]:
+                issues.append(f"current is {current.current_serial}, not {expected[owner]}")
+            problems.extend(f"{owner}: {p}" for p in issues)
+        if problems:
+            return Result(ok=False, summary=one_line(self.scrub("; ".join(problems)), 400))
+        return Result(ok=True, summary=f"{len(owners)} certificate(s) current, chained, renamed")
+
+    async def rollback(self, call: Call) -> Result:
+        """Make each previous certificate current again, then revoke the new one."""
+        entries = _entries(call.prior) or list(self._progress.get(_progress_key(call), {}).values())
+        undone = []
+        for e in entries:
+            if not e.get("changed") or not e.get("previous_serial"):
+                continue
+            owner, serial, previous = e["owner"], e["serial"], e["previous_serial"]
+            await self._request(
+                call,
+                "POST",
+                f"owners/{quote(owner, safe=':')}/current",
+                json={"serial": previous},
+                key=f"{call.idempotency_key}:rollback-current:{owner}:{previous}",
+            )
+            await self._request(
+                call,
+                "POST",
+                f"certificates/{quote(serial)}/revoke",
+                key=f"{call.idempotency_key}:rollback-revoke:{serial}",
+            )
+            undone.append({"owner": owner, "current_serial": previous, "revoked": serial})
+        self._progress.pop(_progress_key(call), None)
+        summary = f"restored {len(undone)} previous certificate(s), revoked the new ones"
+        output = self.scrub_value({"restored": undone})
+        return Result(changed=bool(undone), summary=summary, output=output)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _progress_key(call: Call) -> tuple[str, str, str | None]:
+    return (call.run_id, call.step_id, call.item_key)
+
+
+def _entries(prior: Result | None) -> list[dict[str, Any]]:
+    if prior is None:
+        return []
+    out = prior.output
+    if "certificates" in out and isinstance(out["certificates"], list):
+        return [dict(e) for e in out["certificates"]]
+    if "owner" in out:
+        return [dict(out)]
+    return []
+
+
+def _rfc(attrs: Mapping[str, str]) -> str:
+    return _build_name(attrs).rfc4514_string()
+
+
+def _load_cert(body: Any, what: str) -> x509.Certificate:
+    pem = body.get("certificate") if isinstance(body, Mapping) else None
+    if not isinstance(pem, str):
+        raise PermanentError(f"pki: {what}: no PEM 'certificate' in the answer")
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise PermanentError(f"pki: {what}: not a PEM certificate: {exc}") from exc

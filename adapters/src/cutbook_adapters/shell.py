@@ -1,0 +1,245 @@
+"""The ``shell`` adapter: run a program from an argv list, never a shell string.
+
+Templated values end up as single argv elements, so they never meet a shell
+parser. Each process runs in its own session; a timeout or a cancelled run
+kills the whole process group, not just the direct child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
+from cutbook.errors import PermanentError, TransientError
+from cutbook.model import Duration
+from cutbook_adapters._common import DEFAULT_MAX_BYTES, ScrubbingAdapter, one_line
+
+KILL_GRACE = 3.0
+"""Seconds between SIGTERM and SIGKILL for a timed-out process group (wall clock)."""
+
+MINIMAL_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
+"""What a child inherits unless the target says ``inherit_env: true``."""
+
+
+class ShellConfig(TargetConfig):
+    """Options of a ``shell`` target: where and with what environment programs run."""
+
+    cwd: str | None = Field(None, description="Working directory for every command")
+    env: dict[str, str] = Field(default_factory=dict, description="Variables for every command")
+    inherit_env: bool = Field(
+        False, description="Pass the whole cutbook environment, not just PATH/HOME/locale"
+    )
+
+
+class RunArgs(Args):
+    argv: list[str] = Field(min_length=1, description="Program and arguments; no shell is involved")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
+    cwd: str | None = Field(None, description="Working directory (overrides the target's)")
+    stdin: str | None = Field(None, description="Text written to standard input")
+    ok_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    transient_codes: list[int] = Field(
+        default_factory=list, description="Exit codes worth retrying"
+    )
+    timeout: Duration | None = Field(None, description="Kill the process group after this")
+    transient_on_timeout: bool = Field(
+        False, description="Treat a timeout as retryable (only if the command is safe to rerun)"
+    )
+    max_output_bytes: int = Field(
+        DEFAULT_MAX_BYTES, ge=256, description="Bytes of stdout and of stderr kept"
+    )
+
+
+class _Capture:
+    """Keeps the head and tail of a stream within a byte budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = limit // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            del self.tail[: max(0, len(self.tail) - self.half)]
+
+    def text(self) -> str:
+        dropped = self.total - len(self.head) - len(self.tail)
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        if dropped > 0:
+            return f"{head}\n…[{dropped} bytes omitted]…\n{tail}"
+        return head + tail
+
+
+async def _pump(stream: asyncio.StreamReader | None, capture: _Capture) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        capture.feed(chunk)
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class ShellAdapter(ScrubbingAdapter):
+    """Runs local programs; ``run`` changes things, ``probe`` only reads."""
+
+    name: ClassVar[str] = "shell"
+    Config: ClassVar[type[BaseModel]] = ShellConfig
+    actions: ClassVar[Mapping[str, ActionSpec]] = {
+        "run": ActionSpec(
+            args=RunArgs,
+            description="Run a program; success is an exit code in ok_codes",
+            mutating=True,
+            reversible=False,
+        ),
+        "probe": ActionSpec(
+            args=RunArgs,
+            description="Run a read-only program (a health or state check); "
+            "also run by pre-flight checks",
+            mutating=False,
+            reversible=False,
+        ),
+    }
+
+    def __init__(self, config: BaseModel, context: AdapterContext) -> None:
+        super().__init__(config, context)
+        assert isinstance(config, ShellConfig)
+        self.cfg = config
+
+    def _env(self, args: RunArgs) -> dict[str, str]:
+        if self.cfg.inherit_env:
+            env = dict(os.environ)
+        else:
+            env = {k: os.environ[k] for k in MINIMAL_ENV if k in os.environ}
+        env.update(self.cfg.env)
+        env.update(args.env)
+        return env
+
+    def _shown(self, args: RunArgs) -> str:
+        return self.scrub(shlex.join(args.argv))
+
+    async def check(self, call: Call) -> Result:
+        """Probes run; ``run`` only checks that the program and directory exist."""
+        args = self._args(call)
+        if not self.actions[call.action].mutating:
+            return await self._execute(call, args, raise_on_failure=False)
+        problems = []
+        env = self._env(args)
+        cwd = args.cwd or self.cfg.cwd
+        if cwd is not None and not os.path.isdir(cwd):
+            problems.append(f"working directory {cwd!r} does not exist")
+        program = args.argv[0]
+        if shutil.which(program, path=env.get("PATH"), mode=os.X_OK) is None and not (
+            os.sep in program and cwd and os.access(os.path.join(cwd, program), os.X_OK)
+        ):
+            problems.append(f"program {program!r} not found or not executable")
+        summary = f"would run: {self._shown(args)}"
+        if problems:
+            summary += " — " + "; ".join(problems)
+        return Result(changed=True, ok=not problems, summary=one_line(self.scrub(summary)))
+
+    async def apply(self, call: Call) -> Result:
+        return await self._execute(call, self._args(call), raise_on_failure=True)
+
+    async def verify(self, call: Call) -> Result:
+        """Probes rerun and judge; ``run`` is never repeated."""
+        args = self._args(call)
+        if self.actions[call.action].mutating:
+            code = call.prior.output.get("exit_code") if call.prior else None
+            return Result(ok=True, summary=f"exited {code}; no read-back defined")
+        return await self._execute(call, args, raise_on_failure=False)
+
+    def _args(self, call: Call) -> RunArgs:
+        if call.action not in self.actions or not isinstance(call.args, RunArgs):
+            raise PermanentError(f"shell: no action {call.action!r} with these args")
+        return call.args
+
+    async def _execute(self, call: Call, args: RunArgs, *, raise_on_failure: bool) -> Result:
+        timeout_arg = args.timeout.total_seconds() if args.timeout is not None else None
+        limit = min(
+            (t for t in (timeout_arg, call.timeout) if t is not None),
+            default=None,
+        )
+        shown = self._shown(args)
+        call.log(one_line(f"shell: {shown}"))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args.argv,
+                stdin=asyncio.subprocess.PIPE
+                if args.stdin is not None
+                else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=args.cwd or self.cfg.cwd,
+                env=self._env(args),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PermanentError(self.scrub(f"cannot start {shown}: {exc}")) from exc
+        out = _Capture(args.max_output_bytes)
+        err = _Capture(args.max_output_bytes)
+        timed_out = False
+        try:
+            async with asyncio.timeout(limit):
+                if proc.stdin is not None:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        proc.stdin.write((args.stdin or "").encode())
+                        await proc.stdin.drain()
+                    proc.stdin.close()
+                await asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err), proc.wait())
+        except TimeoutError:
+            timed_out = True
+        finally:
+            # Reached on timeout and on cancellation alike: leave nothing running.
+            if proc.returncode is None or timed_out:
+                await self._terminate(proc)
+        output: dict[str, Any] = {
+            "exit_code": proc.returncode,
+            "stdout": self.scrub(out.text()),
+            "stderr": self.scrub(err.text()),
+        }
+        if timed_out:
+            message = f"{shown}: timed out after {limit:g}s; process group killed"
+            if args.transient_on_timeout:
+                raise TransientError(message)
+            raise PermanentError(message)
+        code = proc.returncode
+        tail = (output["stderr"] or output["stdout"]).strip().splitlines()[-3:]
+        summary = one_line(f"{shown} → exit {code}" + (f": {' / '.join(tail)}" if tail else ""))
+        if code in args.ok_codes:
+            return Result(
+                changed=self.actions[call.action].mutating, summary=summary, output=output
+            )
+        if not raise_on_failure and code not in args.transient_codes:
+            return Result(ok=False, summary=summary, output=output)
+        if code in args.transient_codes:
+            raise TransientError(summary)
+        raise PermanentError(summary)
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the group, then SIGKILL whatever is left after a grace period."""
+        pgid = proc.pid  # start_new_session: the child leads its own group
+        _kill_group(pgid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)
+        _kill_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE)

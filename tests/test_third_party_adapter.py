@@ -1,0 +1,164 @@
+"""A third-party adapter, installed from its own distribution, is found and passes the contract.
+
+The example package in tests/example_adapter is really built and installed
+(into a temporary target directory, not the venv), and everything else runs
+in a fresh interpreter that sees it only through PYTHONPATH, as a user's
+installation would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parent / "example_adapter"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    # Build from a copy so the source tree gets no build/ or egg-info litter.
+    src = build / "example_adapter"
+    src.mkdir()
+    for name in ("pyproject.toml", "cutbook_echo.py"):
+        (src / name).write_bytes((EXAMPLE / name).read_bytes())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    yield target
+
+
+def python(site: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``-c code``, or the given interpreter arguments, with the plugin on the path."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    argv = [sys.executable, *args] if args else [sys.executable, "-c", textwrap.dedent(code)]
+    return subprocess.run(
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_entry_point_found_and_loaded(site: Path) -> None:
+    proc = python(
+        site,
+        """
+        from importlib.metadata import entry_points
+        from cutbook import registry
+        names = {ep.name: ep.value for ep in entry_points(group="cutbook.adapters")}
+        assert names["echo"] == "cutbook_echo:EchoAdapter", names
+        cls = registry.load("echo")
+        assert cls.name == "echo" and set(cls.actions) == {"say", "peek"}
+        [entry] = [e for e in registry.available() if e.name == "echo"]
+        assert entry.distribution == "cutbook-echo", entry
+        print("ok")
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_contract_suite_passes_for_the_plugin(site: Path, tmp_path: Path) -> None:
+    test_file = tmp_path / "test_echo_contract.py"
+    test_file.write_text(
+        textwrap.dedent(
+            """
+            from cutbook import registry
+            from cutbook.testing import AdapterContract
+
+
+            class TestEchoContract(AdapterContract):
+                adapter_class = registry.load("echo")
+                apply_is_safe = True
+
+                def target_options(self):
+                    return {"prefix": "> "}
+
+                def sample_calls(self):
+                    yield "say", {"text": "hello"}
+                    yield "peek", {"text": "hello"}
+            """
+        )
+    )
+    proc = python(
+        site,
+        "",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(tmp_path),
+        str(test_file),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "11 passed" in proc.stdout, proc.stdout
+
+
+def test_broken_plugin_is_named_and_others_still_load(site: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    dist = broken / "cutbook_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cutbook-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[cutbook.adapters]\nbroken = cutbook_broken:Adapter\n")
+    (broken / "cutbook_broken.py").write_text("raise ImportError('missing libfoo')\n")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{broken}"}
+    code = """
+        from cutbook import registry
+        from cutbook.errors import RegistryError
+        try:
+            registry.load("broken")
+        except RegistryError as exc:
+            print("ERR", exc)
+        else:
+            raise SystemExit("loaded a broken plugin")
+        assert "broken" in registry.names()
+        assert registry.load("echo").name == "echo"
+        assert registry.load("http").name == "http"
+        """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "adapter 'broken' (cutbook_broken:Adapter) failed to import" in proc.stdout
+    assert "missing libfoo" in proc.stdout
+
+
+def test_every_builtin_adapter_loads_through_its_entry_point() -> None:
+    from cutbook import registry
+    from cutbook.adapter import ActionSpec
+
+    for name in ("http", "shell", "sql", "pki", "notify", "manual", "wait"):
+        cls = registry.load(name)
+        assert cls.name == name
+        assert all(isinstance(spec, ActionSpec) for spec in cls.actions.values())
