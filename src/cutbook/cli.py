@@ -262,11 +262,18 @@ def simulator(
     seed: Annotated[
         Path | None, typer.Option(help="Offices CSV to seed a new estate from.")
     ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(help="Age the estate this many times faster (match a rehearsal's --speed)."),
+    ] = 1.0,
 ) -> None:
     """Run the simulated customs estate (VNACCS intake, satellite systems, catalogues,
     portal, Edoc CA) on loopback, for rehearsals, demos and tests."""
     from cutbook.simulator import serve
 
+    if speed <= 0:
+        raise UsageError("--speed must be positive")
+    os.environ["CUTBOOK_SIMULATOR_SPEED"] = str(speed)
     serve(host=host, port=port, faults=faults, state=state, seed=seed)
 
 

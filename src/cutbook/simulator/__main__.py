@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE)
     parser.add_argument("--seed", type=Path, default=None, help="office list CSV")
     parser.add_argument("--seed-random", type=int, default=None, help="fault randomness seed")
+    parser.add_argument("--speed", type=float, default=None, help="run the estate's clock faster")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
+        if args.speed is not None:
+            os.environ["CUTBOOK_SIMULATOR_SPEED"] = str(args.speed)
         serve(
             host=args.host,
             port=args.port,

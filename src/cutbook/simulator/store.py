@@ -8,6 +8,7 @@ each mutation atomic with respect to every other.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -40,6 +41,19 @@ QUEUE_INITIAL = 120.0
 QUEUE_ARRIVAL_PER_S = 2.0
 QUEUE_DRAIN_PER_S = 30.0
 QUEUE_CAP = 300.0
+
+
+def time_scale() -> float:
+    """How much faster than real time the estate's own clock runs (``--speed``).
+
+    A rehearsal at ``--clock virtual --speed 360`` compresses every wait; the
+    estate must age at the same rate or a 20-minute queue drain never finishes.
+    """
+    try:
+        return max(0.001, float(os.environ.get("CUTBOOK_SIMULATOR_SPEED", "1")))
+    except ValueError:
+        return 1.0
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -222,7 +236,7 @@ class Store:
 
     @staticmethod
     def _queue_now(raw: Mapping[str, Any], now: float) -> float:
-        elapsed = max(0.0, now - float(raw["since"]))
+        elapsed = max(0.0, now - float(raw["since"])) * time_scale()
         queue = float(raw["queue"])
         if raw["state"] == "open":
             return min(QUEUE_CAP, queue + QUEUE_ARRIVAL_PER_S * elapsed)
