@@ -19,6 +19,7 @@ $(STAMP): requirements.lock pyproject.toml adapters/pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/cutbook validate runbooks/customs-reorg-2025.yaml
 	$(VENV)/bin/cutbook plan runbooks/customs-reorg-2025.yaml
+	$(VENV)/bin/cutbook demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src adapters/src tests bench flows

@@ -277,7 +277,22 @@ def simulator(
     serve(host=host, port=port, faults=faults, state=state, seed=seed)
 
 
-def data_dir(value: Path | None) -> Path:
+@app.command()
+def demo(
+    data_dir: DataDirOption = None,
+    speed: Annotated[
+        float, typer.Option(help="Rehearsal speed: 360 runs 6 hours in 1 minute.")
+    ] = 360.0,
+) -> None:
+    """Rehearse the customs cutover end to end against the simulated estate: start the
+    simulator and the embedded Prefect server, run customs-reorg-2025 with the virtual
+    clock and automatic gate answers, check the final state, verify the journal."""
+    from cutbook.demo import run_demo
+
+    raise typer.Exit(run_demo(resolve_data_dir(data_dir), speed, out))
+
+
+def resolve_data_dir(value: Path | None) -> Path:
     return (
         value if value is not None else Path(os.environ.get("CUTBOOK_DATA_DIR") or DEFAULT_DATA_DIR)
     )

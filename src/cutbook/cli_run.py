@@ -14,7 +14,8 @@ import typer
 from cutbook.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
-    from cutbook.engine.session import Session
+    from cutbook.engine.session import RunSettings, Session
+    from cutbook.validation import LoadedRunbook
 
 
 class ClockKind(StrEnum):
@@ -81,8 +82,7 @@ def run(
     about a minute) against the simulator. Exit 0 when the run completed, 1 when it
     failed (after its rollback and always steps ran), 2 for invalid input.
     """
-    from cutbook.cli import _load, err, out
-    from cutbook.cli import data_dir as resolve_data_dir
+    from cutbook.cli import _load, err, resolve_data_dir
     from cutbook.model import TimeError, parse_time
 
     loaded = _load(runbook, variables)
@@ -101,18 +101,8 @@ def run(
             style="yellow",
             markup=False,
         )
-    folder = resolve_data_dir(data_dir)
-
-    from cutbook.engine.server import configure_environment, ensure_server
-
-    configure_environment()
-    api = ensure_server(folder)
-
-    from cutbook.engine.session import RunSettings, Session
-    from cutbook.logs import configure
-
     settings = RunSettings(
-        data_dir=folder,
+        data_dir=resolve_data_dir(data_dir),
         clock=clock.value,
         speed=speed,
         start=when,
@@ -120,16 +110,27 @@ def run(
         auto_approve=auto_approve,
         run_id=run_id,
     )
-    session = Session(loaded, settings)
-    configure(redactor=session.redactor)
-    outcome = asyncio.run(_execute(session, api))
-    summary(session, outcome)
+    _, outcome = launch(loaded, settings)
     if outcome != "succeeded":
         raise typer.Exit(1)
-    del out
 
 
-async def _execute(session: Session, api: str) -> str | None:
+def launch(loaded: LoadedRunbook, settings: RunSettings) -> tuple[Session, str | None]:
+    """Start (or reuse) the Prefect server, run the flow, print the summary."""
+    from cutbook.engine.server import configure_environment, ensure_server
+    from cutbook.engine.session import Session
+    from cutbook.logs import configure
+
+    configure_environment()
+    ensure_server(settings.data_dir)
+    session = Session(loaded, settings)
+    configure(redactor=session.redactor)
+    outcome = asyncio.run(_execute(session))
+    summary(session, outcome)
+    return session, outcome
+
+
+async def _execute(session: Session) -> str | None:
     from prefect import tags
 
     from cutbook.cli import err, out
@@ -174,7 +175,6 @@ async def _execute(session: Session, api: str) -> str | None:
     finally:
         if session.runner is not None:
             view.stop(session.runner)
-    del api
     return session.runner.outcome if session.runner else None
 
 
