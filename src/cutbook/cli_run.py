@@ -83,6 +83,7 @@ def run(
     failed (after its rollback and always steps ran), 2 for invalid input.
     """
     from cutbook.cli import _load, err, resolve_data_dir
+    from cutbook.engine.session import RunSettings
     from cutbook.model import TimeError, parse_time
 
     loaded = _load(runbook, variables)

@@ -746,12 +746,9 @@ class Runner:
 
     # -- rollback and always -------------------------------------------------
     async def _rollback_all(self) -> None:
-        order = [sid for sid in reversed(self.completed)]
-        # Steps that failed midway have applied items too; include them.
-        for sid, st in self.states.items():
-            if st.status == "failed" and sid not in order and any(i.result for i in st.items):
-                order.insert(0, sid)
-        todo = [sid for sid in order if self._rollbackable(self.states[sid])]
+        # Newest first; a step that failed midway sits where it ended and its applied
+        # items are undone like any other's.
+        todo = [sid for sid in reversed(self.completed) if self._rollbackable(self.states[sid])]
         self.journal.append("rollback.started", reason=self.failure, steps=todo)
         log.warning(f"rolling back {len(todo)} step(s): {', '.join(todo) or 'none'}")
         ok = True

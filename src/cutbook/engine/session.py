@@ -65,6 +65,10 @@ def new_run_id(name: str) -> str:
     return f"{name}-{stamp}-{pysecrets.token_hex(2)}"
 
 
+MIN_SECRET_LENGTH = 6
+"""Below this, scrubbing a value out of every log line would mangle ordinary text."""
+
+
 def secret_block_name(name: str) -> str:
     return name.lower().replace("_", "-")
 
@@ -82,6 +86,12 @@ async def resolve_secrets(names: list[str]) -> dict[str, str]:
             missing.append(name)
         else:
             values[name] = value
+    short = [n for n, v in values.items() if len(v) < MIN_SECRET_LENGTH]
+    if short:
+        raise UsageError(
+            f"secret(s) {', '.join(short)} shorter than {MIN_SECRET_LENGTH} characters: "
+            "too short to scrub from logs reliably"
+        )
     if missing:
         raise UsageError(
             "secret(s) not found: "

@@ -1,0 +1,216 @@
+"""Secret scrubbing: values, token shapes, and every path a log line can take."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from cutbook import logs
+from cutbook.redact import PLACEHOLDER, Redactor
+
+CANARY = "c4nary-Secret-0420"
+
+
+def test_canary_everywhere_in_nested_data() -> None:
+    redactor = Redactor([CANARY])
+    data: dict[str, Any] = {
+        "plain": f"prefix {CANARY} suffix",
+        CANARY: "secret as a key",
+        f"key-{CANARY}": 1,
+        "list": [CANARY, {"deeper": (f"x{CANARY}y", 3)}],
+        "n": 42,
+        "flag": True,
+        "none": None,
+    }
+    out = redactor.scrub(data)
+    assert CANARY not in json.dumps(out)
+    assert out["plain"] == f"prefix {PLACEHOLDER} suffix"
+    assert out[PLACEHOLDER] == "secret as a key"
+    assert out["list"][1]["deeper"] == (f"x{PLACEHOLDER}y", 3)
+    assert (out["n"], out["flag"], out["none"]) == (42, True, None)
+    assert data["plain"] == f"prefix {CANARY} suffix"  # input untouched
+
+
+def test_longest_secret_first_and_variants() -> None:
+    redactor = Redactor(["abcd", "abcdefgh"])
+    assert redactor.scrub_text("xabcdefghx abcd") == "x***x ***"
+    redactor = Redactor(["p@ss w/rd"])
+    assert redactor.scrub_text("https://h/?pw=p%40ss%20w%2Frd") == "https://h/?pw=***"
+    assert redactor.scrub_text('{"v": "p@ss w/rd"}') == '{"v": "***"}'
+    redactor = Redactor(['q"uote\\d'])
+    assert redactor.scrub_text(json.dumps({"v": 'q"uote\\d'})) == '{"v": "***"}'
+
+
+def test_short_values_are_not_secrets() -> None:
+    redactor = Redactor(["abc", "", "ok"])
+    assert redactor.secret_count == 0
+    assert redactor.scrub_text("abc ok") == "abc ok"
+
+
+def test_numbers_equal_to_a_secret() -> None:
+    assert Redactor(["918273"]).scrub({"pin": 918273, "other": 5}) == {"pin": "***", "other": 5}
+
+
+def test_objects_leaking_through_repr() -> None:
+    class Conn:
+        def __repr__(self) -> str:
+            return f"Conn(password={CANARY})"
+
+    out = Redactor([CANARY]).scrub({"conn": Conn(), "err": RuntimeError(CANARY)})
+    assert CANARY not in repr(out)
+
+
+def test_no_secrets_is_identity_for_ordinary_data() -> None:
+    data = {"step": "move-ou", "summary": "12 users moved to OU=Customs", "items": ["a", 1]}
+    assert Redactor().scrub(data) == data
+
+
+@pytest.mark.parametrize(
+    ("text", "leak"),
+    [
+        ("Authorization: Bearer abc.def-ghi", "abc.def-ghi"),
+        ("curl -H 'authorization: Basic dXNlcjpwYXNz'", "dXNlcjpwYXNz"),
+        ("token is Bearer 9f8e7d6c5b4a", "9f8e7d6c5b4a"),
+        ("connect password=hunter2xyz host=db", "hunter2xyz"),
+        ('login {"password": "hunter2 with space"}', "hunter2 with space"),
+        ("PASSWORD = 'quoted val'", "quoted val"),
+        ("api_key: k-123456", "k-123456"),
+        ("client_secret=cs-998877&x=1", "cs-998877"),
+        (
+            "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl ok",
+            "eyJzdWIiOiJhZG1pbiJ9",
+        ),
+        ("aws AKIAIOSFODNN7EXAMPLE done", "AKIAIOSFODNN7EXAMPLE"),
+        ("postgres://app:dbpa55word@db.internal:5432/x", "dbpa55word"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA7\nabc\n"
+            "-----END RSA PRIVATE KEY-----",
+            "MIIEpAIBAAKCAQEA7",
+        ),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk cut off", "b3BlbnNzaC1rZXk"),
+    ],
+)
+def test_token_shapes(text: str, leak: str) -> None:
+    scrubbed = Redactor().scrub_text(text)
+    assert leak not in scrubbed
+    assert PLACEHOLDER in scrubbed
+    assert Redactor().scrub_text(scrubbed) == scrubbed  # idempotent
+
+
+def test_sensitive_keys() -> None:
+    out = Redactor().scrub(
+        {"password": "x1", "Api-Key": "x2", "client_secret": 7, "token_count": 3, "secret": ""}
+    )
+    assert out == {
+        "password": "***",
+        "Api-Key": "***",
+        "client_secret": "***",
+        "token_count": 3,
+        "secret": "",
+    }
+
+
+def test_url_keeps_user_and_host() -> None:
+    assert (
+        Redactor().scrub_text("https://ops:pw1234@gw.example/x") == "https://ops:***@gw.example/x"
+    )
+
+
+# ---------------------------------------------------------------- logging pipeline
+
+
+@pytest.fixture
+def clean_logging() -> Iterator[None]:
+    """Put the ``cutbook`` logger and structlog back as they were."""
+    base = logging.getLogger("cutbook")
+    saved = (list(base.handlers), list(base.filters), base.level, base.propagate)
+    yield
+    for handler in list(base.handlers):
+        base.removeHandler(handler)
+        if handler not in saved[0]:
+            handler.close()
+    for flt in list(base.filters):
+        base.removeFilter(flt)
+    for handler in saved[0]:
+        base.addHandler(handler)
+    for flt in saved[1]:
+        base.addFilter(flt)
+    base.setLevel(saved[2])
+    base.propagate = saved[3]
+    logs._state["redactor"] = None
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("clean_logging")
+def test_structlog_pipeline_scrubs_console_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    redactor = Redactor()
+    json_file = tmp_path / "log.jsonl"
+    logs.configure(redactor=redactor, json_file=json_file)
+    redactor.add(CANARY)  # resolved after configure, as at run time
+    structlog.contextvars.bind_contextvars(run_id="r-1", step="move-ou", item=CANARY)
+    log = logs.get_logger("engine")
+    log.info(f"connecting with {CANARY}", dsn=f"postgres://u:{CANARY}@db/x", extra={CANARY: 1})
+    log.warning("headers", headers={"Authorization": "Bearer zyxwvutsrq"})
+    try:
+        raise RuntimeError(f"boom {CANARY}")
+    except RuntimeError:
+        log.exception("failed")
+    err = capsys.readouterr().err
+    assert "connecting with ***" in err and "run_id=r-1" in err and "step=move-ou" in err
+    assert "RuntimeError: boom ***" in err
+    assert "\x1b[" not in err  # no colours when not a terminal
+    lines = [json.loads(x) for x in json_file.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["event"] == "connecting with ***" and lines[0]["run_id"] == "r-1"
+    assert lines[0]["logger"] == "cutbook.engine" and lines[0]["level"] == "info"
+    everything = err + json_file.read_text(encoding="utf-8")
+    assert CANARY not in everything and "zyxwvutsrq" not in everything
+
+
+@pytest.mark.usefixtures("clean_logging")
+def test_stdlib_records_are_scrubbed(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    redactor = Redactor([CANARY])
+    logs.configure(redactor=redactor)
+    # Like Prefect's handler: attached to "cutbook" itself, fed by child loggers.
+    logging.getLogger("cutbook").addHandler(caplog.handler)
+    child = logging.getLogger("cutbook.engine.tasks")
+    child.warning("token %s for %s", CANARY, "user")
+    try:
+        raise ValueError(CANARY)
+    except ValueError:
+        child.exception("oops %s", CANARY)
+    err = capsys.readouterr().err
+    assert "token *** for user" in err and "ValueError: ***" in err
+    assert caplog.records and all(CANARY not in r.getMessage() for r in caplog.records)
+    assert CANARY not in caplog.text and CANARY not in err
+    logging.getLogger("cutbook").removeHandler(caplog.handler)
+
+
+@pytest.mark.usefixtures("clean_logging")
+def test_redacting_filter_on_any_handler(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(logs.RedactingFilter(Redactor([CANARY])))
+    with caplog.at_level(logging.INFO, logger="elsewhere"):
+        logging.getLogger("elsewhere").info("value=%s", CANARY)
+    assert caplog.records[0].getMessage() == "value=***"
+
+
+@pytest.mark.usefixtures("clean_logging")
+def test_configure_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        logs.configure(redactor=Redactor([CANARY]), json_file=tmp_path / "l.jsonl", level="debug")
+    ours = [h for h in logging.getLogger("cutbook").handlers if getattr(h, "_cutbook_handler", 0)]
+    assert len(ours) == 2
+    logs.get_logger().debug("once")
+    assert capsys.readouterr().err.count("once") == 1
+    with pytest.raises(ValueError):
+        logs.configure(redactor=Redactor(), level="loud")
