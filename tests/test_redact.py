@@ -214,3 +214,16 @@ def test_configure_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().err.count("once") == 1
     with pytest.raises(ValueError):
         logs.configure(redactor=Redactor(), level="loud")
+
+
+def test_template_references_are_names_not_credentials() -> None:
+    """Runbook text is journalled verbatim; scrubbing a template would break its hash."""
+    redactor = Redactor()
+    text = (
+        'headers: {Authorization: "Bearer {{ secrets.VNACCS_TOKEN }}"}\n'
+        'password: "{{ secrets.DB_PASSWORD }}"\n'
+        "token={{ secrets.API_TOKEN }}\n"
+    )
+    assert redactor.scrub_text(text) == text
+    assert redactor.scrub_text('password: "hunter2-real"') == 'password: "***"'
+    assert redactor.scrub_text("Authorization: Bearer abc.def.ghi") == "Authorization: ***"

@@ -66,7 +66,12 @@ _PEM = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
     re.DOTALL,
 )
-_AUTH_HEADER = re.compile(r"(?im)\b((?:proxy-)?authori[sz]ation\s*+[:=]\s*+)(?!\*\*\*)[^\r\n]+")
+# A value that is a template reference ("{{ secrets.X }}") names a secret, it is not one:
+# runbook text is journalled verbatim and must still hash to what was run.
+_TEMPLATE = r"""(?!["']?(?:bearer\s+|basic\s+)?\{\{)"""
+_AUTH_HEADER = re.compile(
+    r"(?im)\b((?:proxy-)?authori[sz]ation\s*+[:=]\s*+)" + _TEMPLATE + r"(?!\*\*\*)[^\r\n]+"
+)
 _JSON_AUTH = re.compile(
     r'(?i)("(?:proxy-)?authori[sz]ation"\s*:\s*")((?:[^"\\]|\\.)*)(")',
 )
@@ -75,10 +80,11 @@ _JSON_KV = re.compile(
     r'(?i)("(?:' + _KEYWORDS + r')"\s*:\s*")((?:[^"\\]|\\.)*)(")',
 )
 _TEXT_KV_QUOTED = re.compile(
-    r"(?i)\b(" + _KEYWORDS + r")(\s*+[=:]\s*+)(['\"])(?!\*\*\*['\"])(?:\\.|(?!\3)[^\\\n])*\3",
+    r"(?i)\b(" + _KEYWORDS + r")(\s*+[=:]\s*+)(['\"])(?!\*\*\*['\"])(?!\{\{)"
+    r"(?:\\.|(?!\3)[^\\\n])*\3",
 )
 _TEXT_KV = re.compile(
-    r"(?i)\b(" + _KEYWORDS + r")(\s*+[=:]\s*+)(?!['\"])(?!\*\*\*)[^\s&,;)}\]]+",
+    r"(?i)\b(" + _KEYWORDS + r")(\s*+[=:]\s*+)(?!['\"])(?!\*\*\*)(?!\{\{)[^\s&,;)}\]]+",
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 _AWS_KEY = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
