@@ -238,16 +238,17 @@ def parse_time(text: str, zone: ZoneInfo, *, after: datetime | None = None) -> d
 
 def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
     early = naive.replace(tzinfo=zone, fold=0)
-    late = naive.replace(tzinfo=zone, fold=1)
-    if early.utcoffset() != late.utcoffset():
-        raise TimeError(
-            f"{naive.isoformat(timespec='minutes')} happens twice in {zone.key} "
-            "(clocks go back); add an explicit UTC offset"
-        )
+    # A skipped time also has two candidate offsets, so test for the gap first.
     roundtrip = early.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None)
     if roundtrip != naive:
         raise TimeError(
             f"{naive.isoformat(timespec='minutes')} does not exist in {zone.key} "
             "(clocks go forward); pick another time or add an explicit UTC offset"
+        )
+    late = naive.replace(tzinfo=zone, fold=1)
+    if early.utcoffset() != late.utcoffset():
+        raise TimeError(
+            f"{naive.isoformat(timespec='minutes')} happens twice in {zone.key} "
+            "(clocks go back); add an explicit UTC offset"
         )
     return early
