@@ -32,6 +32,7 @@ class Decision(StrEnum):
 def register(app: typer.Typer) -> None:
     app.command(name="run")(run)
     app.command(name="approve")(approve)
+    app.command(name="resume")(resume)
 
 
 def run(
@@ -116,7 +117,9 @@ def run(
         raise typer.Exit(1)
 
 
-def launch(loaded: LoadedRunbook, settings: RunSettings) -> tuple[Session, str | None]:
+def launch(
+    loaded: LoadedRunbook | None, settings: RunSettings, resume_id: str | None = None
+) -> tuple[Session, str | None]:
     """Start (or reuse) the Prefect server, run the flow, print the summary."""
     from cutbook.engine.server import configure_environment, ensure_server
     from cutbook.engine.session import Session
@@ -124,7 +127,11 @@ def launch(loaded: LoadedRunbook, settings: RunSettings) -> tuple[Session, str |
 
     configure_environment()
     ensure_server(settings.data_dir)
-    session = Session(loaded, settings)
+    if resume_id is not None:
+        session = Session.resume(resume_id, settings)
+    else:
+        assert loaded is not None
+        session = Session(loaded, settings)
     configure(redactor=session.redactor)
     outcome = asyncio.run(_execute(session))
     summary(session, outcome)
@@ -147,7 +154,8 @@ async def _execute(session: Session) -> str | None:
     PREPARED[session.run_id] = session
     params = {
         "runbook_name": rb.name,
-        "window_start": (rb.window_start + session.shift).isoformat(timespec="minutes"),
+        "window_start": (rb.window_start + session.shift).isoformat(timespec="minutes")
+        + (" (resumed)" if session.recovered else ""),
         "runbook_path": str(session.loaded.path.resolve()),
         "runbook_sha256": session.loaded.sha256,
         "runbook_text": session.loaded.text,
@@ -171,7 +179,8 @@ async def _execute(session: Session) -> str | None:
 
     session.observers.insert(0, begin)
     try:
-        with tags("cutover", rb.name, f"cutbook-run:{session.run_id}"):
+        extra = ("resumed",) if session.recovered else ()
+        with tags("cutover", rb.name, f"cutbook-run:{session.run_id}", *extra):
             await cutover(**params, return_state=True)
     finally:
         if session.runner is not None:
@@ -195,6 +204,38 @@ def summary(session: Session, outcome: str | None) -> None:
         out.print(f"reason: {runner.failure}", markup=False)
     if session.journal is not None:
         out.print(f"journal: {session.journal.path}", markup=False)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (id or unique prefix).")],
+    auto_approve: Annotated[
+        bool,
+        typer.Option("--auto-approve", help="Answer gates automatically (rehearsals only)."),
+    ] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="CUTBOOK_DATA_DIR",
+            show_default=False,
+            help="Where the run's journal lives. [default: ./.cutbook]",
+        ),
+    ] = None,
+) -> None:
+    """Continue a run whose process died (kill -9, power loss) from its journal.
+
+    Steps and items recorded as done are not run again; a change with an intent but
+    no outcome is settled by its verification or applied again with the same
+    idempotency key; timing continues against the same window. Resumed past the point
+    of no return, the run rolls back unless an operator approves going on.
+    """
+    from cutbook.cli import resolve_data_dir
+    from cutbook.engine.session import RunSettings
+
+    settings = RunSettings(data_dir=resolve_data_dir(data_dir), auto_approve=auto_approve)
+    _, outcome = launch(None, settings, resume_id=run_id)
+    if outcome != "succeeded":
+        raise typer.Exit(1)
 
 
 def approve(

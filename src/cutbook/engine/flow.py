@@ -53,7 +53,7 @@ async def cutover(
     assert flow_run_id is not None
     bridge = PrefectBridge(flow_run_id, session.clock, session.run_id)
     runner = session.runner_for(session.watch(bridge))
-    session.record_start(str(flow_run_id), session.flow_run_url(flow_run_id))
+    session.attach_flow_run(str(flow_run_id), session.flow_run_url(flow_run_id))
     outcome = None
     try:
         outcome = await runner.run()

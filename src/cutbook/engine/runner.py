@@ -40,6 +40,7 @@ from cutbook import templating
 from cutbook.adapter import Adapter, Call, Confirmation, Result
 from cutbook.clock import RealClock, VirtualClock, sleep_until
 from cutbook.durations import format_duration
+from cutbook.engine.resume import DONE, Recovered, RecoveredItem
 from cutbook.errors import (
     AdapterError,
     GateRejected,
@@ -101,7 +102,7 @@ class ItemState:
     item: Any
     index: int
     result: Result | None = None
-    status: Status = "pending"
+    status: Status | Literal["uncertain"] = "pending"
     error: str | None = None
     rolled_back: bool = False
 
@@ -179,6 +180,8 @@ class Runner:
         self.shift = options.shift
         self.window_start = self.rb.window_start + self.shift
         self.window_end = self.rb.window_end + self.shift
+        self.point_of_no_return: datetime | None = None
+        self.recovered: Recovered | None = None
 
     # -- context for templates --------------------------------------------
     def _context(
@@ -212,8 +215,73 @@ class Runner:
             where = ".".join(str(p) for p in first["loc"])
             raise PermanentError(f"argument {where}: {first['msg']}") from None
 
+    # -- resuming ----------------------------------------------------------
+    def restore(self, rec: Recovered) -> None:
+        """Take the state a crashed run had: finished steps stay finished, applied items
+        keep their results (rollback needs them), half-done items are uncertain."""
+        self.recovered = rec
+        for sid, st in self.states.items():
+            status = rec.statuses.get(sid)
+            if status in DONE:
+                st.status = status  # type: ignore[assignment]
+                st.error = rec.errors.get(sid)
+                st.started, st.finished = rec.times.get(sid, (None, None))
+            elif sid in rec.approved_gates:
+                st.status = "succeeded"
+        self.completed = [sid for sid in rec.completed if sid in self.states]
+        for step in self.rb.steps:
+            known = rec.items.get(step.id)
+            if known and step.target is not None:
+                self.states[step.id].items = self._merge(step, known)
+                self._collect_output(step)
+        if rec.rollback_started:
+            self.failure = rec.failure or "the run was rolling back when it stopped"
+            self.mode = "rollback"
+
+    def _merge(self, step: Step, known: Mapping[str, RecoveredItem]) -> list[ItemState]:
+        try:
+            items = self._items(step)
+        except (AdapterError, templating.TemplateError):
+            items = [ItemState(key=k, item=None, index=i) for i, k in enumerate(known)]
+        for item in items:
+            got = known.get(item.key)
+            if got is None:
+                continue
+            item.rolled_back = got.rolled_back
+            if got.result is not None:
+                item.result = got.result
+                item.status = "succeeded"
+            elif got.uncertain:
+                item.status = "uncertain"
+        return items
+
+    async def _check_resume_point(self) -> None:
+        """Resumed past the point of no return or the window: roll back unless told to go on."""
+        if self.recovered is None or self.mode != "normal":
+            return
+        now = self.clock.now()
+        late = now >= self.window_end or (
+            self.point_of_no_return is not None and now > self.point_of_no_return
+        )
+        left = [s for s in self.rb.steps if not s.always and self.states[s.id].status == "pending"]
+        if not late or not left:
+            return
+        what = "the window has ended" if now >= self.window_end else "past the point of no return"
+        answer = await self._ask(
+            Question(
+                step_id="resume",
+                title=f"Resumed {what}: go on?",
+                instructions=f"Resumed at {now.astimezone(self.rb.zone):%H:%M %z} with "
+                f"{len(left)} step(s) left. Approve to go on; reject to roll back.",
+                kind="gate",
+            )
+        )
+        if not answer.approved:
+            self._fail(f"resumed {what}; {answer.by} chose to roll back", "rollback")
+
     # -- the whole run ----------------------------------------------------
     async def run(self) -> Outcome:
+        await self._check_resume_point()
         normal = [s for s in self.rb.steps if not s.always]
         tasks: dict[str, asyncio.Task[StepReport]] = {}
         launched: set[str] = set()
@@ -531,7 +599,8 @@ class Runner:
 
     async def _fan_out(self, step: Step) -> None:
         st = self.states[step.id]
-        st.items = self._items(step)
+        known = self.recovered.items.get(step.id) if self.recovered else None
+        st.items = self._merge(step, known) if known else self._items(step)
         if step.for_each is not None:
             self.journal.append("step.items", step=step.id, items=[i.key for i in st.items])
         gate = asyncio.Semaphore(step.concurrency)
@@ -539,6 +608,8 @@ class Runner:
 
         async def one(item: ItemState) -> None:
             async with gate:
+                if item.status == "succeeded" and item.result is not None:
+                    return  # done before the interruption
                 if failures and self.rb.on_failure_of(step) != "continue":
                     return
                 try:
@@ -549,11 +620,7 @@ class Runner:
                     failures.append(f"{item.key}: {exc}" if step.for_each else str(exc))
 
         await asyncio.gather(*(one(i) for i in st.items))
-        if step.for_each is not None:
-            outputs = {i.key: dict(i.result.output) for i in st.items if i.result}
-            st.output = {"items": outputs}
-        elif st.items and st.items[0].result is not None:
-            st.output = dict(st.items[0].result.output)
+        self._collect_output(step)
         if failures:
             done = sum(1 for i in st.items if i.status == "succeeded")
             prefix = (
@@ -562,6 +629,13 @@ class Runner:
                 else ""
             )
             raise StepFailed(prefix + "; ".join(failures[:3]) + (" …" if len(failures) > 3 else ""))
+
+    def _collect_output(self, step: Step) -> None:
+        st = self.states[step.id]
+        if step.for_each is not None:
+            st.output = {"items": {i.key: dict(i.result.output) for i in st.items if i.result}}
+        elif st.items and st.items[0].result is not None:
+            st.output = dict(st.items[0].result.output)
 
     def _key(self, step: Step, item: ItemState, phase: str) -> str:
         raw = f"{self.opts.run_id}:{step.id}:{item.key}:{phase}"
@@ -615,6 +689,8 @@ class Runner:
                 summary=result.summary,
             )
             return
+        if item.status == "uncertain" and await self._already_applied(step, item):
+            return
         call = self._call(step, item, step.action, args, "apply")
         self.journal.append(
             "step.intent",
@@ -640,6 +716,33 @@ class Runner:
         )
         await self._verify(step, item, result)
         item.status = "succeeded"
+
+    async def _already_applied(self, step: Step, item: ItemState) -> bool:
+        """An intent without an outcome: did the change land before the interruption?
+
+        Only an explicit read-back can say so; otherwise the item is applied again
+        with the same idempotency key, which an idempotent system answers as a replay.
+        """
+        if step.verify is None or step.verify.action is None:
+            return False
+        probe = Result(changed=True, summary="applied before the interruption")
+        try:
+            await self._verify(step, item, probe)
+        except (VerificationFailed, PermanentError, TransientError):
+            return False
+        item.result = probe
+        item.status = "succeeded"
+        self.journal.append(
+            "step.outcome",
+            step=step.id,
+            item=None if step.for_each is None else item.key,
+            phase="apply",
+            ok=True,
+            changed=True,
+            summary=probe.summary,
+            recovered=True,
+        )
+        return True
 
     async def _verify(self, step: Step, item: ItemState, applied: Result) -> None:
         assert step.target is not None and step.action is not None

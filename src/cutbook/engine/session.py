@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from cutbook import __version__, registry, templating
 from cutbook.adapter import Adapter, AdapterContext
 from cutbook.clock import RealClock, VirtualClock
+from cutbook.engine.resume import Recovered, reconstruct
 from cutbook.engine.runner import (
     Answer,
     Bridge,
@@ -162,6 +163,7 @@ class Session:
         self.adapters: dict[str, Adapter] = {}
         self.journal: Journal | None = None
         self.runner: Runner | None = None
+        self.recovered: Recovered | None = None
         self.observers: list[Callable[[Runner], None]] = []
         self.on_flow_run: Callable[[str], None] | None = None
 
@@ -178,8 +180,37 @@ class Session:
             self.on_flow_run(url or str(flow_run_id))
         return url
 
+    @classmethod
+    def resume(cls, run_id: str, settings: RunSettings) -> Session:
+        """A session that continues ``run_id`` from its journal, with the same runbook
+        text (checked by hash), variables, window and clock."""
+        from cutbook.audit import resolve_run
+        from cutbook.journal import read_records
+        from cutbook.validation import load
+
+        path = resolve_run(settings.journal_dir, run_id)
+        rec = reconstruct(read_records(path, skip_bad=True))
+        started = rec.started
+        runbook = Path(str(started.get("runbook_path", "")))
+        loaded = load(runbook, overrides=dict(started.get("variables") or {}))
+        if loaded.sha256 != started.get("runbook_sha256"):
+            raise UsageError(
+                f"{runbook} has changed since run {rec.run_id} started (its sha256 differs); "
+                "resume only continues the exact runbook that was started"
+            )
+        window = started.get("window") or {}
+        settings.run_id = rec.run_id
+        settings.clock = str(started.get("clock", "real"))
+        settings.speed = float(started.get("speed") or 360.0)
+        settings.dry_run = bool(started.get("dry_run"))
+        if window.get("start"):
+            settings.start = datetime.fromisoformat(window["start"])
+        session = cls(loaded, settings)
+        session.recovered = rec
+        return session
+
     def check_window(self) -> None:
-        if self.clock.kind != "real":
+        if self.clock.kind != "real" or self.recovered is not None:
             return
         end = self.loaded.runbook.window_end + self.shift
         if self.clock.now() >= end:
@@ -221,6 +252,8 @@ class Session:
             hmac_key=key.encode() if key else None,
             redactor=self.redactor,
         )
+        if self.recovered is None:
+            self._record_started()
 
     def planned(self) -> tuple[Any, dict[str, tuple[datetime, datetime]]]:
         rb = self.loaded.runbook
@@ -231,9 +264,10 @@ class Session:
 
     def runner_for(self, bridge: Bridge) -> Runner:
         assert self.journal is not None
-        _, planned = self.planned()
+        forecast, planned = self.planned()
         if isinstance(self.clock, VirtualClock):
-            self.clock.restart()
+            resume_at = self.recovered.last_time if self.recovered else None
+            self.clock.restart(resume_at)
         self.runner = Runner(
             self.loaded,
             self.adapters,
@@ -250,9 +284,33 @@ class Session:
             ),
             plan=planned,
         )
+        self.runner.point_of_no_return = forecast.point_of_no_return
+        if self.recovered is not None:
+            self.runner.restore(self.recovered)
         return self.runner
 
-    def record_start(self, flow_run_id: str | None, ui: str | None) -> None:
+    def attach_flow_run(self, flow_run_id: str | None, ui: str | None) -> None:
+        """Link this process's Prefect flow run to the journal (a resume makes a new one)."""
+        assert self.journal is not None
+        if self.recovered is None:
+            self.journal.append("run.flow", flow_run_id=flow_run_id, flow_run_url=ui)
+            return
+        self.journal.append(
+            "run.resumed",
+            by=self.settings.started_by,
+            host=platform.node(),
+            flow_run_id=flow_run_id,
+            flow_run_url=ui,
+            previous_flow_runs=self.recovered.flow_runs,
+            reason="resumed from the journal after the run stopped without finishing",
+            resumed_at=self.clock.now().isoformat(),
+            steps_done=sorted(
+                s for s, status in self.recovered.statuses.items() if status == "succeeded"
+            ),
+        )
+
+    def _record_started(self) -> None:
+        """The first record, written before anything can act: a run exists from here on."""
         assert self.journal is not None
         rb = self.loaded.runbook
         forecast, _ = self.planned()
@@ -275,8 +333,6 @@ class Session:
             speed=self.clock.speed,
             dry_run=self.settings.dry_run,
             auto_approve=self.settings.auto_approve,
-            flow_run_id=flow_run_id,
-            flow_run_url=ui,
             plan=forecast.to_json(),
         )
 

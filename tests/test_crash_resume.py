@@ -1,0 +1,110 @@
+"""Crash safety: kill -9 the orchestrator at random moments, resume, and check everything.
+
+Each trial runs the customs runbook (its real text, over a shorter office list
+so twenty trials fit in the suite) against the simulator, kills ``cutbook run``
+with SIGKILL at a random moment after its journal exists, then runs
+``cutbook resume``. Every trial must end in the expected final estate, with no
+mutating call applied twice, a chain that verifies, and every record that was
+on disk at the moment of the kill still there.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cutbook.journal import verify
+from cutbook.simulator.process import SimulatorProcess
+from e2e_support import RUNBOOKS, Cutbook
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+TRIALS = int(os.environ.get("CUTBOOK_CRASH_TRIALS", "20"))
+SPEED = "720"
+OFFICES = 8
+
+
+def _small_customs_runbook(folder: Path) -> tuple[Path, Path]:
+    """The customs runbook unchanged, next to the first OFFICES rows of its office list."""
+    (folder / "data").mkdir(parents=True)
+    runbook = folder / "customs-reorg-2025.yaml"
+    shutil.copy(RUNBOOKS / "customs-reorg-2025.yaml", runbook)
+    lines = (RUNBOOKS / "data" / "offices-2025.csv").read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    rows = [line for line in lines if not line.startswith("#")]
+    csv = folder / "data" / "offices-2025.csv"
+    csv.write_text("\n".join([*comments, *rows[: OFFICES + 1]]) + "\n", encoding="utf-8")
+    assert any(",ceased," in row for row in rows[1 : OFFICES + 1])
+    return runbook, csv
+
+
+def _complete_lines(path: Path) -> list[bytes]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return data.split(b"\n")[:-1]  # the last element is a torn tail or empty
+
+
+@dataclass
+class Trial:
+    number: int
+    path: Path
+    on_disk: list[bytes]
+    resumed: bool
+    check: dict[str, Any]
+    counts: dict[str, dict[str, int]]
+
+
+def _trial(cutbook: Cutbook, folder: Path, runbook: Path, csv: Path, number: int) -> Trial:
+    rng = random.Random(20250314 + number)
+    run_id = f"crash-{number:02d}"
+    path = Path(cutbook.env["CUTBOOK_DATA_DIR"]) / "journal" / f"{run_id}.jsonl"
+    env = {**os.environ, "CUTBOOK_SIMULATOR_SPEED": SPEED}
+    with SimulatorProcess(folder / f"estate-{number}.sqlite", seed_csv=csv, env=env) as sim:
+        proc = cutbook.start(
+            "run", str(runbook), "--var", f"estate_url={sim.url}", "--clock", "virtual",
+            "--speed", SPEED, "--auto-approve", "--run-id", run_id,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not _complete_lines(path) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 9.0))
+        finished_first = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        on_disk = _complete_lines(path)
+        if not finished_first:
+            resumed = cutbook.run("resume", run_id, "--auto-approve", timeout=300)
+            assert resumed.returncode == 0, (number, resumed.stdout[-1500:], resumed.stderr[-3000:])
+        check = httpx.get(f"{sim.url}/admin/check").json()
+        counts = httpx.get(f"{sim.url}/admin/idempotency").json()
+    return Trial(number, path, on_disk, not finished_first, check, counts)
+
+
+def test_kill_minus_nine_then_resume(cutbook: Cutbook, tmp_path: Path) -> None:
+    runbook, csv = _small_customs_runbook(tmp_path / "rb")
+    cutbook.env["VNACCS_TOKEN"] = "crash-test-token"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        trials = list(pool.map(lambda n: _trial(cutbook, tmp_path, runbook, csv, n), range(TRIALS)))
+    for t in trials:
+        assert t.check["ok"], (t.number, t.check["problems"][:5])
+        twice = {k: v for k, v in t.counts.items() if v["applied"] != 1}
+        assert twice == {}, (t.number, twice)
+        result = verify(t.path)
+        assert result.ok and not result.torn_tail, (t.number, result.describe())
+        final = t.path.read_bytes().split(b"\n")
+        assert final[: len(t.on_disk)] == t.on_disk, f"trial {t.number}: an fsync'd record is gone"
+        assert b'"run.finished"' in final[-2]
+    assert sum(t.resumed for t in trials) >= TRIALS * 3 // 4, "most kills must land mid-run"
+    # The kills must have landed at many different moments of the night.
+    assert len({len(t.on_disk) for t in trials}) >= TRIALS // 2
