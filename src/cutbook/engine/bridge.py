@@ -53,6 +53,22 @@ class FailureAnswer(RunInput):
     comment: str = ""
 
 
+HUMAN_FLOOR_S = 120.0
+
+
+def human_timeout(clock: RealClock | VirtualClock, timeout_s: float) -> float:
+    """Real seconds a person gets to answer.
+
+    A rehearsal compresses every wait, but a person rehearsing a go/no-go call
+    still needs time to read and answer: never less than two real minutes (or
+    the gate's own timeout, if that is shorter).
+    """
+    compressed = clock.real_seconds(timeout_s)
+    if clock.kind == "virtual":
+        return max(compressed, min(HUMAN_FLOOR_S, timeout_s))
+    return compressed
+
+
 def pause_key(step_id: str, n: int) -> str:
     return f"cutbook-{step_id}-{n}"
 
@@ -106,7 +122,7 @@ class PrefectBridge:
             f"[--comment TEXT]`"
         )
         form = model.with_initial_data(description=text, approver="")
-        real_timeout = max(2, int(self.clock.real_seconds(question.timeout_s)))
+        real_timeout = max(2, int(human_timeout(self.clock, question.timeout_s)))
         try:
             answer = await apause_flow_run(
                 wait_for_input=form,
