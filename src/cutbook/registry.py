@@ -42,7 +42,7 @@ def available() -> list[AdapterEntry]:
 
 
 def names() -> list[str]:
-    return sorted(_entry_points())
+    return sorted(set(_entry_points()) | set(_loaded))
 
 
 _loaded: dict[str, type[Adapter]] = {}

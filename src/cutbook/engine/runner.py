@@ -843,7 +843,8 @@ class Runner:
         st = self.states[step.id]
         async for attempt in retrying:
             with attempt:
-                st.attempts += 1
+                if phase == "apply":
+                    st.attempts += 1
                 return await fn()
         raise AssertionError("unreachable")  # pragma: no cover
 
