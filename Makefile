@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint typecheck unit bench lock clean
+.PHONY: install demo test lint typecheck unit browser bench lock clean
 
 install: $(STAMP)
 
@@ -28,8 +28,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
-	$(VENV)/bin/pytest -q
+# The browser test (tests/test_browser.py) opens the HTML pages in headless Chromium;
+# CUTBOOK_REQUIRE_BROWSER makes it fail, not skip, when Chromium is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for tests/test_browser.py"; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing and installing it needs root:" \
+			"run 'sudo apt-get install chromium', then make test again" >&2; \
+		exit 1; \
+	fi
+
+unit: $(STAMP) browser
+	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
 test: lint typecheck unit
 

@@ -7,6 +7,7 @@ a hanging endpoint, and a dry run that must change nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -98,8 +99,14 @@ def test_calm_rehearsal_reaches_the_expected_final_state(
         json={"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200},
     ).json()
     assert sorted(t["name"] for t in tasks) == sorted(r["id"] for r in records[0]["plan"]["steps"])
-    # The canary secret went to VNACCS as a header but is written nowhere.
+    # The canary secret went to VNACCS as a header but is written nowhere: not in the
+    # journal, the reports, the console, the Prefect logs or the artifacts.
     data = Path(cutbook.env["CUTBOOK_DATA_DIR"])
+    for fmt in ("html", "md", "json"):
+        cutbook.run(
+            "audit", "report", "calm-1", "-f", fmt, "-o", str(data / f"r.{fmt}"), check=True
+        )
+    assert "calm-1" in (data / "r.html").read_text(encoding="utf-8")
     leaks = [p for p in data.rglob("*") if p.is_file() and b"canary-4f1d9c" in p.read_bytes()]
     assert leaks == []
     assert "canary-4f1d9c" not in result.stdout + result.stderr
@@ -108,6 +115,13 @@ def test_calm_rehearsal_reaches_the_expected_final_state(
         json={"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200},
     ).json()
     assert logs and not any("canary-4f1d9c" in entry["message"] for entry in logs)
+    artifacts = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}},
+    ).json()
+    assert any(a["type"] == "markdown" for a in artifacts)
+    assert "canary-4f1d9c" not in json.dumps(artifacts)
+    assert "canary-4f1d9c" not in json.dumps(run["parameters"])
 
 
 def test_flaky_estate_completes_through_retries(cutbook: Cutbook, tmp_path: Path) -> None:

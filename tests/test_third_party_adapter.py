@@ -8,6 +8,7 @@ installation would.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from e2e_support import PrefectServer
 
 EXAMPLE = Path(__file__).parent / "example_adapter"
 
@@ -162,3 +165,65 @@ def test_every_builtin_adapter_loads_through_its_entry_point() -> None:
         cls = registry.load(name)
         assert cls.name == name
         assert all(isinstance(spec, ActionSpec) for spec in cls.actions.values())
+
+
+ECHO_RUNBOOK = """\
+apiVersion: cutbook/v1
+name: echo-night
+timezone: Asia/Ho_Chi_Minh
+window: {start: "2025-03-14T23:00", end: "2025-03-15T01:00"}
+targets:
+  speaker: {adapter: echo, prefix: "[night] "}
+steps:
+  - id: announce
+    target: speaker
+    action: say
+    for_each: [intake stops, intake reopens]
+    with: {text: "{{ item }}"}
+  - id: check
+    target: speaker
+    action: peek
+    with: {text: intake stops}
+    depends_on: [announce]
+"""
+
+
+@pytest.mark.prefect
+def test_a_runbook_runs_through_the_installed_plugin(
+    site: Path, prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """Validate and run a runbook whose only adapter comes from the third-party package."""
+    runbook = tmp_path / "echo.yaml"
+    runbook.write_text(ECHO_RUNBOOK, encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "PREFECT_API_URL": prefect_server.api_url,
+        "CUTBOOK_DATA_DIR": str(tmp_path / "data"),
+    }
+    cutbook = str(Path(sys.executable).with_name("cutbook"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cutbook, *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
+
+    assert run("validate", str(runbook)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ECHO_RUNBOOK.replace("with: {text: intake stops}", "with: {txt: x}"))
+    invalid = run("validate", str(bad))
+    assert invalid.returncode == 2
+    assert "bad.yaml:16:12: unknown argument 'txt' for echo.peek in step 'check' (did you mean 'text'?)" in invalid.stderr
+    result = run("run", str(runbook), "--clock", "virtual", "--speed", "600", "--run-id", "echo-1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    journal = (tmp_path / "data" / "journal" / "echo-1.jsonl").read_text(encoding="utf-8")
+    records = [json.loads(line) for line in journal.splitlines()]
+    said = [r["summary"] for r in records if r["event"] == "step.outcome"]
+    assert "said '[night] intake stops'" in said[0] or "[night] intake stops" in said[0]
+    assert records[-1]["event"] == "run.finished" and records[-1]["outcome"] == "succeeded"

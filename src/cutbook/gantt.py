@@ -19,8 +19,8 @@ from datetime import datetime, tzinfo
 
 __all__ = ["STATUS_COLOURS", "GanttRow", "render_svg"]
 
-_LABEL_W = 280
-_CHART_W = 900
+_LABEL_W = 340
+_CHART_W = 840
 _PAD = 12
 _AXIS_H = 46
 
@@ -75,6 +75,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
 
+def _split_label(row: GanttRow) -> tuple[str, str]:
+    """(step id, title) when the label names both, as plans ("Title (id)") and audits
+    ("id: Title") write it; else ("", label). Leading with the id keeps it visible when
+    a long title has to be cut, so every row can be found in the step table."""
+    label, ident = row.label, row.id
+    if ident and label.endswith(f" ({ident})") and len(label) > len(ident) + 3:
+        return ident, label[: -len(ident) - 3]
+    if ident and label.startswith(f"{ident}: ") and len(label) > len(ident) + 2:
+        return ident, label[len(ident) + 2 :]
+    return "", label
+
+
 def _hhmm(moment: datetime, tz: tzinfo) -> str:
     local = moment.astimezone(tz)
     return local.strftime("%H:%M:%S" if local.second else "%H:%M")
@@ -103,7 +115,10 @@ def render_svg(
         row_h, bar_h = (16, 6) if compact else (30, 11)
     else:
         row_h, bar_h = (12, 8) if compact else (22, 14)
-    label_chars = int((_LABEL_W - 2 * _PAD) / (font * 0.58))
+    # Room for the label, less the status swatch drawn at its right when there are statuses.
+    swatch = 14 if any(r.status for r in rows) else 0
+    # Helvetica/Arial average about 0.45 em a character in mixed-case text; 0.5 leaves room.
+    label_chars = int((_LABEL_W - 2 * _PAD - swatch) / (font * 0.5))
 
     # Time range: everything drawn must fit, widened to whole ticks.
     stamps: list[float] = []
@@ -233,10 +248,23 @@ def render_svg(
             top + (bar_h if with_actuals else row_h / 2) + font * 0.35 + (3 if with_actuals else 0)
         )
         weight = ' font-weight="bold"' if r.critical else ""
-        out.append(
-            f'<text x="{_PAD}" y="{text_y:.1f}" fill="#222"{weight}>'
-            f"{_esc(_clip(r.label, label_chars))}</text>"
-        )
+        ident, title = _split_label(r)
+        if ident:
+            # Bold text runs ~10% wider: give the id what it needs, the title the rest.
+            id_chars = math.ceil(len(ident) * (1.1 if r.critical else 1.0))
+            rest = label_chars - id_chars - 1
+            shown = _esc(_clip(ident, label_chars))
+            if rest >= 4:
+                shown += (
+                    f'<tspan fill="#5b6573" font-weight="normal"> '
+                    f"{_esc(_clip(title, rest))}</tspan>"
+                )
+            out.append(f'<text x="{_PAD}" y="{text_y:.1f}" fill="#111"{weight}>{shown}</text>')
+        else:
+            out.append(
+                f'<text x="{_PAD}" y="{text_y:.1f}" fill="#222"{weight}>'
+                f"{_esc(_clip(r.label, label_chars))}</text>"
+            )
         bar_y = top + (3 if with_actuals else (row_h - bar_h) / 2)
         fill, edge = (_CRITICAL, _CRITICAL_EDGE) if r.critical else (_PLANNED, _PLANNED_EDGE)
         out.append(
@@ -288,7 +316,7 @@ def render_svg(
         items.append((_CRITICAL, "critical path"))
     if window is not None:
         items.append((_WINDOW, "window"))
-    items += [(c, f"actual: {s}") for s, c in statuses_seen.items()]
+    items += [(c, f"actual: {s.replace('_', ' ')}") for s, c in statuses_seen.items()]
     lx = float(_PAD)
     for colour, text in items:
         out.append(
@@ -296,6 +324,6 @@ def render_svg(
             'stroke="#555" stroke-width="0.5"/>'
         )
         out.append(f'<text x="{lx + 18:.1f}" y="{legend_y + 9}" fill="#333">{_esc(text)}</text>')
-        lx += 30 + len(text) * font * 0.6
+        lx += 30 + len(text) * font * 0.55
     out.append("</svg>")
     return "\n".join(out)
