@@ -293,3 +293,34 @@ def test_a_failed_verify_fails_the_step(tmp_path: Path) -> None:
     assert runner.states["set-a"].status == "failed"
     assert "verification failed" in (runner.states["set-a"].error or "")
     assert runner.outcome == "aborted" and STORE.values == {"a": "1"}, "abort does not roll back"
+
+
+def test_only_a_listed_approver_can_answer_a_gate(tmp_path: Path) -> None:
+    answers = iter([Answer(by="intern", approved=True), Answer(by="ops-lead", approved=True)])
+
+    async def reply(question: Question) -> Answer:
+        return next(answers)
+
+    path = tmp_path / "rb.yaml"
+    path.write_text(
+        HEADER
+        + """
+  - {id: gate, approval: {approvers: [ops-lead]}}
+  - {id: change, target: kv, action: set, with: {key: a, value: "1"}, depends_on: [gate]}
+""",
+        encoding="utf-8",
+    )
+    session = Session(load(path), RunSettings(data_dir=tmp_path / "d", clock="virtual"))
+    bridge = LocalBridge(reply)
+
+    async def go() -> Runner:
+        await session.prepare()
+        runner = session.runner_for(bridge)
+        await session.finish(await runner.run())
+        return runner
+
+    runner = asyncio.run(go())
+    assert runner.outcome == "succeeded" and len(bridge.questions) == 2
+    assert session.journal is not None
+    refused = [r for r in read_records(session.journal.path) if r["event"] == "gate.refused"]
+    assert [r["by"] for r in refused] == ["intern"]

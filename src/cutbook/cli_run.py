@@ -292,5 +292,11 @@ def answer_gate(
     if waiting_for != step:
         raise UsageError(f"run {run_id!r} is waiting at step {waiting_for!r}, not {step!r}")
     choice = decision.value if decision is not None else ("reject" if reject else "approve")
-    resume_flow_run(flow_run.id, run_input={"approver": by, "decision": choice, "comment": comment})
+    try:
+        resume_flow_run(
+            flow_run.id, run_input={"approver": by, "decision": choice, "comment": comment}
+        )
+    except (RuntimeError, ValueError) as exc:
+        hint = " (a failed step takes --decision retry|skip|rollback)" if decision is None else ""
+        raise EngineError(f"the answer was refused: {exc}{hint}") from None
     return f"{step}: {choice} by {by}"

@@ -557,6 +557,17 @@ class Runner:
             async with self._ask_lock:
                 log.warning(f"waiting for a person: {q.title}", step=q.step_id)
                 answer = await self.bridge.ask(q)
+                while q.approvers and answer.by not in q.approvers and answer.by != "timeout":
+                    # Only a listed approver may decide; anyone else's answer is kept as
+                    # evidence and the question is asked again.
+                    self.journal.append(
+                        "gate.refused",
+                        step=q.step_id,
+                        by=answer.by,
+                        reason=f"not an approver ({', '.join(q.approvers)})",
+                    )
+                    log.warning(f"{answer.by} is not an approver of {q.step_id}; asking again")
+                    answer = await self.bridge.ask(q)
         finally:
             async with self._quiet:
                 self._asking -= 1
