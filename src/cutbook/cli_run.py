@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime
 from enum import StrEnum
@@ -133,6 +132,8 @@ def launch(
         assert loaded is not None
         session = Session(loaded, settings)
     configure(redactor=session.redactor)
+    import asyncio
+
     outcome = asyncio.run(_execute(session))
     summary(session, outcome)
     return session, outcome

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
@@ -31,6 +30,12 @@ from cutbook_adapters._common import (
     tls_context,
     truncate,
 )
+from cutbook_adapters._lazy import LazyModule
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = LazyModule("httpx")
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 ParamValue = str | int | float | bool | list[str | int | float | bool]

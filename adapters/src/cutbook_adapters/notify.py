@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
@@ -26,6 +25,12 @@ from cutbook_adapters._common import (
     one_line,
     retry_after_seconds,
 )
+from cutbook_adapters._lazy import LazyModule
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = LazyModule("httpx")
 
 if TYPE_CHECKING:
     import apprise

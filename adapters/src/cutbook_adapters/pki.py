@@ -21,15 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
-import httpx
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, Field
 
 from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
@@ -42,15 +36,39 @@ from cutbook_adapters._common import (
     one_line,
     retry_after_seconds,
 )
+from cutbook_adapters._lazy import LazyModule
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+if TYPE_CHECKING:
+    import httpx
+    from cryptography import exceptions as crypto_exceptions
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509 import oid
+else:
+    httpx = LazyModule("httpx")
+    crypto_exceptions = LazyModule("cryptography.exceptions")
+    x509 = LazyModule("cryptography.x509")
+    hashes = LazyModule("cryptography.hazmat.primitives.hashes")
+    serialization = LazyModule("cryptography.hazmat.primitives.serialization")
+    ec = LazyModule("cryptography.hazmat.primitives.asymmetric.ec")
+    rsa = LazyModule("cryptography.hazmat.primitives.asymmetric.rsa")
+    oid = LazyModule("cryptography.x509.oid")
 
-_ATTRS: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
-    ("C", NameOID.COUNTRY_NAME),
-    ("O", NameOID.ORGANIZATION_NAME),
-    ("OU", NameOID.ORGANIZATIONAL_UNIT_NAME),
-    ("CN", NameOID.COMMON_NAME),
+if TYPE_CHECKING:
+    PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_ATTR_NAMES = (
+    ("C", "COUNTRY_NAME"),
+    ("O", "ORGANIZATION_NAME"),
+    ("OU", "ORGANIZATIONAL_UNIT_NAME"),
+    ("CN", "COMMON_NAME"),
 )
+
+
+def _attrs() -> list[tuple[str, x509.ObjectIdentifier]]:
+    """Subject attributes cutbook sets, by short name (looked up on first use)."""
+    return [(short, getattr(oid.NameOID, name)) for short, name in _ATTR_NAMES]
 
 
 class PkiConfig(TargetConfig):
@@ -102,8 +120,8 @@ class _Owner:
 
 def _name_dict(name: x509.Name) -> dict[str, str]:
     out: dict[str, str] = {}
-    for short, oid in _ATTRS:
-        attrs = name.get_attributes_for_oid(oid)
+    for short, attr_oid in _attrs():
+        attrs = name.get_attributes_for_oid(attr_oid)
         if attrs:
             out[short] = str(attrs[0].value)
     return out
@@ -111,7 +129,7 @@ def _name_dict(name: x509.Name) -> dict[str, str]:
 
 def _build_name(attrs: Mapping[str, str]) -> x509.Name:
     return x509.Name(
-        [x509.NameAttribute(oid, attrs[short]) for short, oid in _ATTRS if attrs.get(short)]
+        [x509.NameAttribute(o, attrs[short]) for short, o in _attrs() if attrs.get(short)]
     )
 
 
@@ -246,7 +264,7 @@ class PkiAdapter(ScrubbingAdapter):
             problems.append(f"issuer {cert.issuer.rfc4514_string()} is not the CA")
         try:
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, crypto_exceptions.InvalidSignature):
             problems.append("signature does not verify with the CA key")
         now = dt.datetime.now(dt.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

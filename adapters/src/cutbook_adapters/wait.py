@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from pydantic import BaseModel, Field, model_validator
 
 from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
@@ -25,6 +24,12 @@ from cutbook_adapters._common import (
     one_line,
     truncate,
 )
+from cutbook_adapters._lazy import LazyModule
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = LazyModule("httpx")
 
 POLL_REQUEST_TIMEOUT = 30.0
 """Upper bound in seconds for one poll request."""
