@@ -182,21 +182,27 @@ class Runner:
         self.window_end = self.rb.window_end + self.shift
         self.point_of_no_return: datetime | None = None
         self.recovered: Recovered | None = None
+        self._base_context: dict[str, Any] | None = None
+        """Templates' view of vars, data and finished steps; rebuilt when a step settles,
+        not for every item (a 1,000-item fan-out would copy it a million times)."""
 
     # -- context for templates --------------------------------------------
     def _context(
         self, item: ItemState | None = None, output: Result | None = None
     ) -> dict[str, Any]:
-        ctx = self.loaded.static_context(self.opts.secrets)
-        ctx["run"] = {"id": self.opts.run_id, "dry_run": self.opts.dry_run}
-        ctx["steps"] = {
-            sid: {
-                "status": st.status,
-                "output": st.output,
-                "items": {i.key: dict(i.result.output) if i.result else {} for i in st.items},
+        if self._base_context is None:
+            base = self.loaded.static_context(self.opts.secrets)
+            base["run"] = {"id": self.opts.run_id, "dry_run": self.opts.dry_run}
+            base["steps"] = {
+                sid: {
+                    "status": st.status,
+                    "output": st.output,
+                    "items": {i.key: dict(i.result.output) if i.result else {} for i in st.items},
+                }
+                for sid, st in self.states.items()
             }
-            for sid, st in self.states.items()
-        }
+            self._base_context = base
+        ctx = dict(self._base_context)
         if item is not None:
             ctx["item"] = item.item
             ctx["index"] = item.index
@@ -220,6 +226,7 @@ class Runner:
         """Take the state a crashed run had: finished steps stay finished, applied items
         keep their results (rollback needs them), half-done items are uncertain."""
         self.recovered = rec
+        self._base_context = None
         for sid, st in self.states.items():
             status = rec.statuses.get(sid)
             if status in DONE:
@@ -473,6 +480,7 @@ class Runner:
             log.exception("step crashed", step=step.id)
         st.finished = self.clock.now()
         st.summary = _join_summaries(st)
+        self._base_context = None
         self.journal.append(
             "step.finished",
             step=step.id,
@@ -703,15 +711,16 @@ class Runner:
         if item.status == "uncertain" and await self._already_applied(step, item):
             return
         call = self._call(step, item, step.action, args, "apply")
-        self.journal.append(
-            "step.intent",
-            step=step.id,
-            item=item_field,
-            phase="apply",
-            action=step.action,
-            target=step.target,
-            idempotency_key=call.idempotency_key,
-        )
+        if spec.mutating:  # write-ahead: the intent is durable before the change is tried
+            self.journal.append(
+                "step.intent",
+                step=step.id,
+                item=item_field,
+                phase="apply",
+                action=step.action,
+                target=step.target,
+                idempotency_key=call.idempotency_key,
+            )
         item.status = "running"
         result = await self._retrying(step, item, "apply", lambda: adapter.apply(call))
         item.result = result
@@ -917,6 +926,7 @@ class Runner:
             log.error(f"rollback incomplete: {'; '.join(errors[:3])}", step=sid)
             return StepReport(sid, "failed", error=st.error)
         st.status = "rolled_back"
+        self._base_context = None
         self.journal.append("step.finished", step=sid, status="rolled_back", error=st.error)
         log.info("rolled back", step=sid)
         self.bridge.publish(self)
