@@ -45,13 +45,15 @@ def load(path: Path, display: str) -> Records:
             raise DataFileError(exc.diagnostic.location, exc.diagnostic.message) from None
         return _records(doc.data, Location(display, 1, 1))
     if suffix == ".json":
+        raw = path.read_bytes()
         try:
-            parsed = json.loads(path.read_text(encoding="utf-8"))
+            parsed = json.loads(raw.decode("utf-8"))
         except json.JSONDecodeError as exc:
             loc = Location(display, exc.lineno, exc.colno)
             raise DataFileError(loc, f"invalid JSON: {exc.msg}") from None
-        except UnicodeDecodeError:
-            raise DataFileError(Location(display), "not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            loc = yamlsafe.undecodable(raw, exc, display)
+            raise DataFileError(loc, yamlsafe.not_utf8(raw, exc)) from None
         return _records(parsed, Location(display, 1, 1))
     raise DataFileError(
         Location(display), f"unknown data format {suffix!r}: use .csv, .yaml or .json"
@@ -65,10 +67,15 @@ def _records(value: Any, loc: Location) -> Records:
 
 
 def _csv(path: Path, display: str) -> Records:
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataFileError(Location(display), "not UTF-8 text") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # positions below count from after the byte-order mark
+            exc = UnicodeDecodeError("utf-8", raw, exc.start - 3, exc.end - 3, exc.reason)
+        loc = yamlsafe.undecodable(raw, exc, display)
+        raise DataFileError(loc, yamlsafe.not_utf8(raw, exc)) from None
     lines = text.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, 1) if not line.lstrip().startswith("#")]
     numbered = [(n, line) for n, line in numbered if line.strip()]
@@ -81,10 +88,17 @@ def _csv(path: Path, display: str) -> Records:
         raise DataFileError(Location(display), f"invalid CSV: {exc}") from None
     header = [h.strip() for h in rows[0]]
     header_line = numbered[0][0]
-    if len(set(header)) != len(header) or not all(header):
-        raise DataFileError(
-            Location(display, header_line, 1), "CSV header has empty or repeated names"
-        )
+    for col, name in enumerate(header, 1):
+        if not name:
+            raise DataFileError(
+                Location(display, header_line, 1), f"CSV header: column {col} has no name"
+            )
+        if header.index(name) != col - 1:
+            raise DataFileError(
+                Location(display, header_line, 1),
+                f"CSV header: column {col} repeats the name {name!r} of column "
+                f"{header.index(name) + 1}",
+            )
     records: Records = []
     for (line_no, _), row in zip(numbered[1:], rows[1:], strict=False):
         if len(row) != len(header):

@@ -157,7 +157,8 @@ class _Checker:
     def run(self) -> LoadedRunbook | None:
         raw = self.doc.data
         if not isinstance(raw, dict):
-            self.err((), "a runbook is a mapping with apiVersion, name, window and steps")
+            what = "the file is empty" if raw is None else f"the file holds {_kind(raw)}"
+            self.err((), f"{what}; a runbook is a mapping with apiVersion, name, window and steps")
             return None
         if raw.get("apiVersion") not in (None, API_VERSION):
             self.err(
@@ -167,7 +168,11 @@ class _Checker:
             return None
         steps = self._validate_steps(raw)
         head = {k: v for k, v in raw.items() if k != "steps"}
-        rb = self._validate_model(Runbook, {**head, "steps": [s for _, s in steps] or [{}]}, ())
+        if "steps" in raw:
+            # Step errors were reported above; a stand-in keeps the model from
+            # reporting them again (as a missing id) when no step was valid.
+            head["steps"] = [s for _, s in steps] or [Step(id="placeholder")]
+        rb = self._validate_model(Runbook, head, ())
         if rb is None:
             return None
         if not steps:
@@ -207,6 +212,8 @@ class _Checker:
     def _validate_steps(self, raw: dict[str, Any]) -> list[tuple[int, Step]]:
         items = raw.get("steps")
         if items is None:
+            if "steps" in raw:
+                self.err(("steps",), "a runbook needs at least one step", key=True)
             return []
         if not isinstance(items, list):
             self.err(("steps",), "steps must be a list of steps")
@@ -231,7 +238,7 @@ class _Checker:
         self, exc: ValidationError, model: type[BaseModel], base: PathKey, value: Any
     ) -> None:
         seen: set[PathKey] = set()
-        for e in exc.errors(include_url=False):
+        for e in _merge_unions(exc):
             loc = tuple(e["loc"])
             path = (*base, *loc)
             anchor = self._existing(path)
@@ -246,7 +253,7 @@ class _Checker:
                 msg = f"unknown key {last!r}{where}{did_you_mean(str(last), fields)}"
                 self.err(path, msg, key=True)
             elif kind == "missing":
-                self.err(path[:-1], f"missing required key {last!r}{where}")
+                self.err(path[:-1], f"missing required key {last!r}{where}", key=True)
             elif kind == "literal_error":
                 expected = e.get("ctx", {}).get("expected", "")
                 choices = [
@@ -264,9 +271,14 @@ class _Checker:
                     path,
                     f"runbook name {e['input']!r} must be lowercase letters, digits and dashes",
                 )
+            elif kind == "string_pattern_mismatch" and loc[:1] == ("secrets",) and not base:
+                self.err(
+                    path,
+                    f"secret name {e['input']!r} must be letters, digits and underscores, "
+                    "not starting with a digit (it is an environment variable name)",
+                )
             else:
-                msg = str(e["msg"]).removeprefix("Value error, ")
-                self.err(path, f"{_label(loc)}{where}: {msg}")
+                self.err(path, f"{_label(loc)}{where}: {_humanize(e)}")
 
     def _existing(self, path: PathKey) -> PathKey:
         probe = path
@@ -363,9 +375,15 @@ class _Checker:
             except datafiles.DataFileError as exc:
                 self.diags.append(datafiles.diagnostic(exc, self.doc.locate(("data", name)), name))
                 loaded[name] = []
-        dupes = {s for s in rb.secrets if rb.secrets.count(s) > 1}
-        for s in sorted(dupes):
-            self.err(("secrets",), f"secret {s!r} is listed twice")
+        first: dict[str, int] = {}
+        for i, secret in enumerate(rb.secrets):
+            if secret in first:
+                line = self.doc.locate(("secrets", first[secret])).line
+                self.err(
+                    ("secrets", i), f"secret {secret!r} is listed twice (first at line {line})"
+                )
+            else:
+                first[secret] = i
         return loaded
 
     # -- graph -------------------------------------------------------------
@@ -490,8 +508,10 @@ class _Checker:
         if step.action is None:
             self.err(sp, f"step {step.id!r} needs an action ({_plural(cls.actions)})")
             return
-        for_each_ok = self._check_for_each(step, loaded, mine)
-        ctx_step = step if for_each_ok else step.model_copy(update={"for_each": None})
+        self._check_for_each(step, loaded, mine)
+        # A step with a broken for_each still fans out: do not also call its use of
+        # item or index an error.
+        ctx_step = step
         self._check_call(
             ctx_step, step.target, step.action, step.with_, (*sp,), loaded, mine, "with"
         )
@@ -500,11 +520,17 @@ class _Checker:
             vtarget = v.target or step.target
             vaction = v.action or step.action
             args = dict(v.with_)
+            vpath = (*sp, "verify")
+            moved: dict[str, PathKey] = {}
             if v.expect is not None:
                 args["expect"] = v.expect
-            vpath = (*sp, "verify")
-            if self._known_target(rb, vtarget, (*vpath, "target"), step) and (v.action is not None):
-                self._check_call(ctx_step, vtarget, vaction, args, vpath, loaded, mine, "with")
+                moved["expect"] = (*vpath, "expect")
+            if v.action is None:
+                self._ignored(step, vpath, "verify", v.target, v.with_, v.expect)
+            elif self._known_target(rb, vtarget, (*vpath, "target"), step):
+                self._check_call(
+                    ctx_step, vtarget, vaction, args, vpath, loaded, mine, "with", moved, True
+                )
                 spec = loaded.adapters[vtarget].actions.get(vaction)
                 if spec is not None and spec.mutating:
                     self.warn(
@@ -517,8 +543,13 @@ class _Checker:
             rtarget = r.target or step.target
             rpath = (*sp, "rollback")
             if self._known_target(rb, rtarget, (*rpath, "target"), step):
-                self._check_call(ctx_step, rtarget, r.action, r.with_, rpath, loaded, mine, "with")
+                self._check_call(
+                    ctx_step, rtarget, r.action, r.with_, rpath, loaded, mine, "with", {}, True
+                )
         elif step.rollback is not None:
+            self._ignored(
+                step, (*sp, "rollback"), "rollback", step.rollback.target, step.rollback.with_, None
+            )
             spec = cls.actions.get(step.action)
             if spec is not None and not spec.reversible:
                 self.err(
@@ -528,6 +559,30 @@ class _Checker:
                 )
         if step.item_key is not None:
             self._check_templates(step.item_key, (*sp, "item_key"), loaded, ctx_step, mine)
+
+    def _ignored(
+        self,
+        step: Step,
+        path: PathKey,
+        block: str,
+        target: str | None,
+        args: Mapping[str, Any],
+        expect: Any,
+    ) -> None:
+        """Keys of a verify or rollback without ``action`` that the engine would not use."""
+        unused = [
+            k
+            for k, v in (("target", target), ("with", args or None), ("expect", expect))
+            if v is not None
+        ]
+        if unused:
+            keys = " and ".join(f"{block}.{k}" for k in unused)
+            self.err(
+                (*path, unused[0]),
+                f"step {step.id!r}: {block} has no action, so the adapter's own {block} runs "
+                f"with the step's own arguments and {keys} would be ignored; give {block}.action",
+                key=True,
+            )
 
     def _known_target(self, rb: Runbook, name: str, path: PathKey, step: Step) -> bool:
         if name in rb.targets:
@@ -564,7 +619,7 @@ class _Checker:
             self.err(path, f"step {step.id!r}: for_each: {exc}")
             return False
         if not isinstance(value, list):
-            self.err(path, f"step {step.id!r}: for_each gives {type(value).__name__}, not a list")
+            self.err(path, f"step {step.id!r}: for_each gives {_kind(value)}, not a list")
             return False
         loaded.item_counts[step.id] = len(value)
         return True
@@ -579,7 +634,11 @@ class _Checker:
         loaded: LoadedRunbook,
         mine: frozenset[str],
         args_key: str,
+        moved: Mapping[str, PathKey] | None = None,
+        output_ok: bool = False,
     ) -> None:
+        """Check one action call; ``moved`` says where arguments written outside ``with`` are."""
+        moved = moved or {}
         cls = loaded.adapters.get(target)
         if cls is None or action is None:
             return
@@ -593,9 +652,17 @@ class _Checker:
                 f"it has: {_plural(cls.actions)}",
             )
             return
-        self._check_templates(dict(args), (*base, args_key), loaded, step, mine)
+        plain = {k: v for k, v in args.items() if k not in moved}
+        self._check_templates(plain, (*base, args_key), loaded, step, mine, output_ok)
+        for key, where in moved.items():
+            self._check_templates(args[key], where, loaded, step, mine, output_ok)
         self._check_args(
-            spec.args, args, (*base, args_key), loaded, f"{adapter}.{action} in step {step.id!r}"
+            spec.args,
+            args,
+            (*base, args_key),
+            loaded,
+            f"{adapter}.{action} in step {step.id!r}",
+            moved,
         )
 
     def _check_args(
@@ -605,18 +672,26 @@ class _Checker:
         base: PathKey,
         loaded: LoadedRunbook,
         what: str,
+        moved: Mapping[str, PathKey] | None = None,
     ) -> None:
         """Validate arguments against an adapter's model, leaving run-time templates aside."""
+        moved = moved or {}
+
+        def at(loc: tuple[Any, ...]) -> PathKey:
+            if loc and loc[0] in moved:
+                return (*moved[loc[0]], *loc[1:])
+            return (*base, *loc)
+
         dynamic: list[PathKey] = []
         probe = self._probe(args, (), loaded, dynamic)
         try:
             model.model_validate(probe)
         except ValidationError as exc:
-            for e in exc.errors(include_url=False):
+            for e in _merge_unions(exc):
                 loc = tuple(e["loc"])
                 if any(loc[: len(d)] == d for d in dynamic):
                     continue
-                path = (*base, *loc)
+                path = at(loc)
                 last = loc[-1] if loc else ""
                 if e["type"] == "extra_forbidden":
                     fields = _field_names(_model_at(model, loc[:-1]))
@@ -627,12 +702,14 @@ class _Checker:
                     )
                 elif e["type"] == "missing":
                     self.err(
-                        base if not loc[:-1] else (*base, *loc[:-1]),
+                        at(loc[:-1]),
                         f"missing argument {last!r} for {what}",
+                        key=True,
                     )
+                elif not loc:  # a rule about the arguments together
+                    self.err(base, f"{what}: {_humanize(e)}", key=True)
                 else:
-                    msg = str(e["msg"]).removeprefix("Value error, ")
-                    self.err(path, f"argument {_label(loc)} for {what}: {msg}")
+                    self.err(path, f"argument {_label(loc)} for {what}: {_humanize(e)}")
 
     def _probe(
         self, value: Any, path: PathKey, loaded: LoadedRunbook, dynamic: list[PathKey]
@@ -643,7 +720,9 @@ class _Checker:
             except templating.TemplateProblem:
                 dynamic.append(path)
                 return value
-            if info.names & templating.RUNTIME_NAMES or info.unsafe:
+            # Run-time names have no value yet, and a secret's value is unknown until the
+            # run: its placeholder must not be judged (a webhook URL kept as a secret).
+            if info.names & (templating.RUNTIME_NAMES | {"secrets"}) or info.unsafe:
                 dynamic.append(path)
                 return value
             try:
@@ -664,7 +743,9 @@ class _Checker:
         loaded: LoadedRunbook,
         step: Step | None,
         ancestors: frozenset[str],
+        output_ok: bool = False,
     ) -> bool:
+        """Check templates; ``output`` (this step's own result) only in verify and rollback."""
         ok = True
         rb = loaded.runbook
         for rel, text in templating.walk_strings(value):
@@ -675,8 +756,9 @@ class _Checker:
                 self.err(path, str(exc))
                 ok = False
                 continue
-            for attr in info.unsafe:
-                self.err(path, f"template uses {attr!r}, which the sandbox forbids")
+            if info.unsafe:
+                names = " and ".join(repr(a) for a in sorted(set(info.unsafe)))
+                self.err(path, f"template uses {names}, which the sandbox forbids")
                 ok = False
             for name in sorted(info.names - _JINJA_GLOBALS):
                 if name not in templating.ALL_NAMES:
@@ -691,6 +773,14 @@ class _Checker:
                     ok = False
                 elif name in ("item", "index") and step is not None and step.for_each is None:
                     self.err(path, f"step {step.id!r} uses {name!r} but has no for_each")
+                    ok = False
+                elif name == "output" and step is not None and not output_ok:
+                    self.err(
+                        path,
+                        f"step {step.id!r} uses 'output' here, but only its verify and rollback "
+                        "see it (the result of the step's own action); use steps['<id>'].output "
+                        "for an earlier step",
+                    )
                     ok = False
             refs = info.refs
             for key in sorted(refs.get("vars", set()) - set(loaded.vars)):
@@ -778,12 +868,105 @@ def _topological(rb: Runbook) -> list[str]:
     return order
 
 
+def _kind(value: Any) -> str:
+    """What a value is, in words an operations lead uses."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({value!r})".lower()
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"text ({shown!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+_EXPECTED = {
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _merge_unions(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors with union branches folded into one error per value.
+
+    A value that fits no branch of ``bool | str`` gets one error per branch, at
+    locations tagged with the branch (``verify_tls.bool``, ``verify_tls.str``).
+    When every branch failed on type, say so once (``must be true or false, or
+    text``); when a branch got further (right type, wrong value), its error is
+    the one that explains the problem.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for e in exc.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not _is_union_tag(p))
+        groups.setdefault(loc, []).append({**e, "loc": loc})
+    merged: list[dict[str, Any]] = []
+    for loc, errs in groups.items():
+        specific = [e for e in errs if e["type"] not in _EXPECTED]
+        if specific or len(errs) == 1:
+            merged.extend(specific or errs)
+            continue
+        wanted = list(dict.fromkeys(_EXPECTED[e["type"]] for e in errs))
+        merged.append(
+            {
+                "type": "union",
+                "loc": loc,
+                "input": errs[0].get("input"),
+                "ctx": {"expected": ", or ".join(wanted)},
+                "msg": "",
+            }
+        )
+    return merged
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _UNION_TAGS)
+
+
+def _humanize(error: Mapping[str, Any]) -> str:
+    """Pydantic's message for one error, in plain words where it matters."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = error.get("input")
+    if kind == "union":
+        return f"must be {ctx['expected']}; got {_kind(got)}"
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}; got {_kind(got)}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}; got {got!r}"
+    if kind == "greater_than":
+        return f"must be more than {ctx.get('gt')}; got {got!r}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}; got {got!r}"
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}; got {got!r}"
+    if kind == "too_short" and "min_length" in ctx:
+        n = ctx["min_length"]
+        return f"needs at least {n} item{'s' if n != 1 else ''}"
+    if kind == "too_long" and "max_length" in ctx:
+        return f"takes at most {ctx['max_length']} items"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def _hm(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M %z")
 
 
 def _label(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
+    parts = [str(p) for p in loc if not _is_union_tag(p)]
     return ".".join(parts) if parts else "value"
 
 

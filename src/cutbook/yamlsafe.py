@@ -31,7 +31,13 @@ MAX_DEPTH = 64
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _TAG = "tag:yaml.org,2002:"
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _ALLOWED_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+_SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+_COLLECTION_TAGS: dict[type[yaml.Node], str] = {
+    yaml.SequenceNode: _TAG + "seq",
+    yaml.MappingNode: _TAG + "map",
+}
 
 
 class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
@@ -40,20 +46,21 @@ class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {}
 
 
-def _resolver(tag: str, pattern: str, first: str) -> None:
-    _Loader.add_implicit_resolver(_TAG + tag, re.compile(pattern, re.X), list(first))
+_CORE = {
+    "null": re.compile(r"^(?:~|null|Null|NULL|)$"),
+    "bool": re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    "int": re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    "float": re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+}
+"""The YAML 1.2 core schema: what a plain scalar must look like to be each type."""
 
-
-_resolver("null", r"^(?:~|null|Null|NULL|)$", "~nN")
+for _tag, _first in (("null", "~nN"), ("bool", "tTfF"), ("int", "-+0123456789")):
+    _Loader.add_implicit_resolver(_TAG + _tag, _CORE[_tag], list(_first))
 _Loader.add_implicit_resolver(_TAG + "null", re.compile(r"^$"), [""])
-_resolver("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
-_resolver("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
-_resolver(
-    "float",
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-    "-+.0123456789",
-)
+_Loader.add_implicit_resolver(_TAG + "float", _CORE["float"], list("-+.0123456789"))
 _Loader.add_implicit_resolver(_TAG + "merge", re.compile(r"^<<$"), ["<"])
 
 
@@ -94,22 +101,49 @@ def load_file(path: Path, *, display: str | None = None, max_bytes: int = MAX_BY
     if size > max_bytes:
         raise _fail(Location(name), f"file is {size} bytes; the limit is {max_bytes}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise _fail(Location(name), f"not UTF-8 text (byte {exc.start})") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise _fail(Location(name), f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(undecodable(raw, exc, name), not_utf8(raw, exc)) from None
     return load_text(text, name)
+
+
+def undecodable(raw: bytes, exc: UnicodeDecodeError, name: str) -> Location:
+    """Where the first byte that is not UTF-8 sits, as a line and a character column."""
+    line_start = raw.rfind(b"\n", 0, exc.start) + 1
+    before = raw[line_start : exc.start].decode("utf-8", errors="replace")
+    return Location(name, raw.count(b"\n", 0, exc.start) + 1, len(before) + 1)
+
+
+def not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
 
 
 def load_text(text: str, name: str) -> Document:
     loader = _Loader(text)
     try:
+        _check_nesting(text, name)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
         problem = exc.problem or exc.context or "invalid YAML"
+        ctx = exc.context_mark
+        if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+            problem = "a tab where YAML expects spaces (indent with spaces, never tabs)"
+        elif (
+            exc.problem
+            and exc.context
+            and ctx is not None
+            and mark is not None
+            and (ctx.line, ctx.column) != (mark.line, mark.column)
+        ):
+            problem += (
+                f" ({exc.context} that starts at line {ctx.line + 1}, column {ctx.column + 1})"
+            )
         raise _fail(loc, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise _fail(Location(name), f"YAML error: {exc}") from None
@@ -125,6 +159,37 @@ def load_text(text: str, name: str) -> Document:
     return doc
 
 
+def _check_nesting(text: str, name: str) -> None:
+    """Refuse deep nesting from the event stream, before anything is composed.
+
+    libyaml's composer recurses in C without Python's recursion limit, so a
+    small file of 100 000 ``[`` crashes the interpreter; the event parser keeps
+    its own stack, and stopping at the first level too deep is instant.
+    """
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    loc = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name)
+                    raise _fail(loc, f"nesting is deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = _LINE_BREAK.split(text)  # the breaks PyYAML counts, no others
+    if 0 <= line < len(lines) and 0 <= column < len(lines[line]):
+        return lines[line][column]
+    return ""
+
+
 def _fail(loc: Location, message: str) -> RunbookLoadError:
     return RunbookLoadError(Diagnostic(loc, message))
 
@@ -137,41 +202,67 @@ class _Builder:
         return Location(self.doc.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
     def check_size(self, root: yaml.Node) -> None:
-        """Count the nodes aliases would expand to, before expanding anything."""
-        sizes: dict[int, int] = {}
-        onstack: set[int] = set()
+        """Count the values aliases would expand to, and how deep, before expanding anything.
 
-        def size(node: yaml.Node, depth: int) -> int:
+        Each node is measured once (values below it, and how many collections
+        deep it goes), so a node shared through an alias costs nothing to check
+        again, yet the nesting it adds where the alias is used still counts.
+        """
+        memo: dict[int, tuple[int, int]] = {}
+        onstack: set[int] = set()
+        deeper = f"nesting is deeper than {MAX_DEPTH} levels"
+
+        def measure(node: yaml.Node, outer: int) -> tuple[int, int]:
+            """(values, collection height) of ``node``, inside ``outer`` collections."""
             key = id(node)
-            if key in sizes:
-                return sizes[key]
-            if depth > MAX_DEPTH:
-                raise _fail(self._loc(node), f"nesting is deeper than {MAX_DEPTH} levels")
+            if key in memo:
+                return memo[key]
             if key in onstack:
                 raise _fail(self._loc(node), "an alias refers to a node that contains it")
+            if isinstance(node, yaml.ScalarNode):
+                return 1, 0
+            if outer + 1 > MAX_DEPTH:
+                raise _fail(self._loc(node), deeper)
             onstack.add(key)
-            total = 1
-            if isinstance(node, yaml.SequenceNode):
-                for child in node.value:
-                    total += size(child, depth + 1)
-            elif isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    total += size(k, depth + 1) + size(v, depth + 1)
+            children: list[yaml.Node] = (
+                list(node.value)
+                if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+            )
+            total, height = 1, 0
+            for child in children:
+                values, below = measure(child, outer + 1)
+                if outer + 1 + below > MAX_DEPTH:  # shared through an alias, deeper here
+                    raise _fail(self._loc(node), deeper + " (through an alias)")
+                total += values
+                height = max(height, below)
+                if total > MAX_NODES:
+                    raise _fail(
+                        self._loc(node),
+                        f"aliases expand to more than {MAX_NODES} values (an alias bomb?)",
+                    )
             onstack.discard(key)
-            if total > MAX_NODES:
-                raise _fail(
-                    self._loc(node),
-                    f"aliases expand to more than {MAX_NODES} values (an alias bomb?)",
-                )
-            sizes[key] = total
-            return total
+            memo[key] = (total, height + 1)
+            return memo[key]
 
-        size(root, 0)
+        measure(root, 0)
 
     def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
         if node.tag not in _ALLOWED_TAGS and not node.tag.startswith(_TAG + "merge"):
             tag = node.tag.replace(_TAG, "!!")
-            raise _fail(self._loc(node), f"tag {tag} is not allowed in a runbook")
+            raise _fail(
+                self._loc(node), f"tag {tag} is not allowed: cutbook reads plain YAML, without tags"
+            )
+        if isinstance(node, yaml.ScalarNode):
+            fits = node.tag in _SCALAR_TAGS or node.tag == _TAG + "merge"
+        else:
+            fits = node.tag == _COLLECTION_TAGS[type(node)]
+        if not fits:
+            kind = {yaml.ScalarNode: "a single value", yaml.SequenceNode: "a list"}
+            tag = node.tag.replace(_TAG, "!!")
+            raise _fail(
+                self._loc(node), f"tag {tag} cannot mark {kind.get(type(node), 'a mapping')}"
+            )
         self.doc.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node)
@@ -183,6 +274,8 @@ class _Builder:
     def _scalar(self, node: yaml.ScalarNode) -> Any:
         value: str = node.value
         tag = node.tag[len(_TAG) :]
+        if tag in _CORE and not _CORE[tag].match(value):
+            raise _fail(self._loc(node), f"{value!r} is not a valid !!{tag}")
         if tag == "null":
             return None
         if tag == "bool":
@@ -205,16 +298,19 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: PathKey, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         seen: dict[Any, yaml.Node] = {}
-        merges: list[yaml.Node] = []
+        merges: list[tuple[yaml.Node, yaml.Node]] = []
         for key_node, value_node in node.value:
             if key_node.tag == _TAG + "merge":
-                merges.append(value_node)
+                merges.append((key_node, value_node))
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _fail(self._loc(key_node), "mapping keys must be plain scalars")
-            if key_node.tag not in _ALLOWED_TAGS:
+            if key_node.tag not in _SCALAR_TAGS:
                 tag = key_node.tag.replace(_TAG, "!!")
-                raise _fail(self._loc(key_node), f"tag {tag} is not allowed in a runbook")
+                raise _fail(
+                    self._loc(key_node),
+                    f"tag {tag} is not allowed: cutbook reads plain YAML, without tags",
+                )
             key = self._scalar(key_node)
             if key in seen:
                 first = seen[key].start_mark.line + 1
@@ -224,17 +320,17 @@ class _Builder:
             self.doc.key_positions.setdefault((*path, key), (mark.line + 1, mark.column + 1))
             result[key] = self.build(value_node, (*path, key), depth + 1)
         # Explicit keys win over merged ones, in values and in recorded positions.
-        for value_node in merges:
-            for source in self._merge_sources(value_node):
+        for key_node, value_node in merges:
+            for source in self._merge_sources(key_node, value_node):
                 for k, v in self._mapping(source, path, depth + 1).items():
                     result.setdefault(k, v)
         return result
 
-    def _merge_sources(self, node: yaml.Node) -> list[yaml.MappingNode]:
+    def _merge_sources(self, key: yaml.Node, node: yaml.Node) -> list[yaml.MappingNode]:
         if isinstance(node, yaml.MappingNode):
             return [node]
         if isinstance(node, yaml.SequenceNode) and all(
             isinstance(n, yaml.MappingNode) for n in node.value
         ):
             return list(node.value)
-        raise _fail(self._loc(node), "a merge key (<<) takes a mapping or a list of mappings")
+        raise _fail(self._loc(key), "a merge key (<<) takes a mapping or a list of mappings")
