@@ -20,6 +20,13 @@ import typer
 from rich.console import Console
 
 from cutbook import __version__
+from cutbook.cli_options import (
+    DataDirOption,
+    StartOption,
+    VarOption,
+    parse_start,
+    resolve_data_dir,
+)
 from cutbook.errors import CutbookError, RunbookInvalid, UsageError
 
 if TYPE_CHECKING:
@@ -47,27 +54,6 @@ app.add_typer(audit_app, name="audit")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-DEFAULT_DATA_DIR = Path(".cutbook")
-
-VarOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--var",
-        "-v",
-        metavar="NAME=VALUE",
-        help="Override a runbook variable (repeatable); the value is read as YAML: 3 is a number.",
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="CUTBOOK_DATA_DIR",
-        help="Where journals, reports and the embedded Prefect server live. [default: ./.cutbook]",
-        show_default=False,
-    ),
-]
 
 
 class PlanFormat(StrEnum):
@@ -170,13 +156,7 @@ def validate(
 @app.command()
 def plan(
     runbook: Annotated[Path, typer.Argument(help="The runbook to forecast.", show_default=False)],
-    start: Annotated[
-        str | None,
-        typer.Option(
-            help="Place the window at this time instead (ISO, e.g. 2025-03-21T23:00); every `at` "
-            "moves with it.",
-        ),
-    ] = None,
+    start: StartOption = None,
     variables: VarOption = None,
     fmt: Annotated[
         PlanFormat, typer.Option("--format", "-f", help="Output format.")
@@ -194,19 +174,12 @@ def plan(
     html gives one self-contained page with a Gantt chart; json has a fixed shape
     for scripts.
     """
-    from cutbook.model import TimeError, parse_time
     from cutbook.plan_render import render
     from cutbook.planning import plan as make_plan
 
     loaded = _load(runbook, variables)
     rb = loaded.runbook
-    when = None
-    if start is not None:
-        try:
-            when = parse_time(start, rb.zone)
-        except TimeError as exc:
-            raise UsageError(f"--start: {exc}") from None
-    forecast = make_plan(rb, start=when, item_counts=loaded.item_counts)
+    forecast = make_plan(rb, start=parse_start(start, rb), item_counts=loaded.item_counts)
     _write(render(forecast, rb, fmt.value), output)
     if check and not forecast.fits_window:
         raise typer.Exit(1)
@@ -290,12 +263,6 @@ def demo(
     from cutbook.demo import run_demo
 
     raise typer.Exit(run_demo(resolve_data_dir(data_dir), speed, out))
-
-
-def resolve_data_dir(value: Path | None) -> Path:
-    return (
-        value if value is not None else Path(os.environ.get("CUTBOOK_DATA_DIR") or DEFAULT_DATA_DIR)
-    )
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

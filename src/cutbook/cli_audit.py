@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from cutbook.cli_options import DataDirOption, resolve_data_dir
 from cutbook.errors import UsageError
 
 RunArg = Annotated[
@@ -36,15 +37,6 @@ JournalDir = Annotated[
         show_default=False,
     ),
 ]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="CUTBOOK_DATA_DIR",
-        show_default=False,
-        help="cutbook's data directory. [default: ./.cutbook]",
-    ),
-]
 
 
 class Fmt(StrEnum):
@@ -64,8 +56,6 @@ class Outcome(StrEnum):
 def _dir(journal_dir: Path | None, data_dir: Path | None) -> Path:
     if journal_dir is not None:
         return journal_dir
-    from cutbook.cli import resolve_data_dir
-
     return resolve_data_dir(data_dir) / "journal"
 
 
@@ -102,7 +92,7 @@ def list_command(
     since: Annotated[str | None, typer.Option(help="Started on or after (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Started on or before (YYYY-MM-DD).")] = None,
     journal_dir: JournalDir = None,
-    data_dir: DataDir = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """List journalled runs: id, runbook, start, outcome, and whether it was real,
     a rehearsal or a dry run."""
@@ -124,7 +114,7 @@ def show_command(
         bool, typer.Option("--verbose", help="Every record, not a summary.")
     ] = False,
     journal_dir: JournalDir = None,
-    data_dir: DataDir = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Print a run's timeline: who started it, each step planned versus actual,
     attempts, approvals, rollbacks and the outcome."""
@@ -144,7 +134,7 @@ def verify_command(
         Path | None, typer.Option(help="Check the runbook file still has the recorded hash.")
     ] = None,
     journal_dir: JournalDir = None,
-    data_dir: DataDir = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Check a journal's hash chain. Exit 0 when intact; 1 naming the first bad record
     on any edit, deletion, insertion, reordering or truncation. A torn last line from
@@ -178,7 +168,7 @@ def report_command(
     key_file: KeyFile = None,
     anchor: Annotated[str | None, typer.Option(help="An anchor line to check against.")] = None,
     journal_dir: JournalDir = None,
-    data_dir: DataDir = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Write the audit report: identity and hash of the runbook, who started and
     approved what, planned versus actual with a Gantt chart, attempts, deviations,
@@ -197,7 +187,7 @@ def anchor_command(
     key_file: KeyFile = None,
     fmt: Annotated[Fmt | None, typer.Option("--format", "-f", help="json for tools.")] = None,
     journal_dir: JournalDir = None,
-    data_dir: DataDir = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Print the journal's head (sequence and hash, HMAC-signed with a key) to keep
     outside cutbook, in a ticket or an email: later it proves nothing was cut off."""

@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cutbook.cli_options import (
+    DataDirOption,
+    StartOption,
+    VarOption,
+    parse_start,
+    resolve_data_dir,
+)
 from cutbook.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
@@ -36,14 +43,8 @@ def register(app: typer.Typer) -> None:
 
 def run(
     runbook: Annotated[Path, typer.Argument(help="The runbook to run.", show_default=False)],
-    variables: Annotated[
-        list[str] | None,
-        typer.Option("--var", "-v", metavar="NAME=VALUE", help="Override a runbook variable."),
-    ] = None,
-    start: Annotated[
-        str | None,
-        typer.Option(help="Place the window's timeline here (ISO); default: as written."),
-    ] = None,
+    variables: VarOption = None,
+    start: StartOption = None,
     clock: Annotated[
         ClockKind,
         typer.Option(help="real: wall-clock time. virtual: a compressed rehearsal timeline."),
@@ -65,15 +66,7 @@ def run(
             help="Answer every gate as yourself, recorded as automatic. Demos and rehearsals only.",
         ),
     ] = False,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            envvar="CUTBOOK_DATA_DIR",
-            help="Journals, reports and the embedded Prefect server. [default: ./.cutbook]",
-            show_default=False,
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Run a runbook as a Prefect flow: on time, with retries, gates, rollback and
     always-steps, journalled step by step.
@@ -82,18 +75,11 @@ def run(
     about a minute) against the simulator. Exit 0 when the run completed, 1 when it
     failed (after its rollback and always steps ran), 2 for invalid input.
     """
-    from cutbook.cli import _load, err, resolve_data_dir
+    from cutbook.cli import _load, err
     from cutbook.engine.session import RunSettings
-    from cutbook.model import TimeError, parse_time
 
     loaded = _load(runbook, variables)
-    rb = loaded.runbook
-    when = None
-    if start is not None:
-        try:
-            when = parse_time(start, rb.zone)
-        except TimeError as exc:
-            raise UsageError(f"--start: {exc}") from None
+    when = parse_start(start, loaded.runbook)
     if speed <= 0:
         raise UsageError("--speed must be positive")
     if auto_approve and clock is ClockKind.real and not dry_run:
@@ -213,15 +199,7 @@ def resume(
         bool,
         typer.Option("--auto-approve", help="Answer gates automatically (rehearsals only)."),
     ] = False,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            envvar="CUTBOOK_DATA_DIR",
-            show_default=False,
-            help="Where the run's journal lives. [default: ./.cutbook]",
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Continue a run whose process died (kill -9, power loss) from its journal.
 
@@ -230,7 +208,6 @@ def resume(
     idempotency key; timing continues against the same window. Resumed past the point
     of no return, the run rolls back unless an operator approves going on.
     """
-    from cutbook.cli import resolve_data_dir
     from cutbook.engine.session import RunSettings
 
     settings = RunSettings(data_dir=resolve_data_dir(data_dir), auto_approve=auto_approve)
