@@ -1,6 +1,7 @@
-"""Shared fixtures: one real local Prefect server per test session, started on demand.
+"""Shared fixtures: one real local Prefect server per test session, started on demand,
+and a simulated customs estate per test module that asks for one.
 
-Engine tests run ``cutbook`` as real processes against it, the way an operator
+Engine tests run ``cutbook`` as real processes against them, the way an operator
 does, so each test sees exit codes, output and the server's records exactly as
 people will.
 """
@@ -13,8 +14,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from cutbook.simulator.process import SimulatorProcess
 from e2e_support import Cutbook, PrefectServer
 
 
@@ -46,3 +49,17 @@ def cutbook(prefect_server: PrefectServer, tmp_path: Path) -> Cutbook:
         "COLUMNS": "200",
     }
     return Cutbook(env=env, cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorProcess]:
+    """One simulated estate per test module, over loopback."""
+    with SimulatorProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def fresh_estate(sim: SimulatorProcess) -> None:
+    """Back to the seeded estate with no fault rules, before each test that asks."""
+    httpx.post(f"{sim.url}/admin/reset").raise_for_status()
+    httpx.delete(f"{sim.url}/admin/faults").raise_for_status()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -14,17 +14,7 @@ from cutbook.simulator.process import SimulatorProcess, free_port
 from cutbook.testing import AdapterContract, make_call, make_context, run
 from cutbook_adapters.http import HttpAdapter, HttpConfig
 
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: SimulatorProcess) -> None:
-    httpx.post(f"{sim.url}/admin/reset").raise_for_status()
-    httpx.delete(f"{sim.url}/admin/faults").raise_for_status()
+pytestmark = pytest.mark.usefixtures("fresh_estate")
 
 
 def adapter(sim: SimulatorProcess, secrets: Iterable[str] = (), **options: Any) -> HttpAdapter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,7 @@ OWNER = f"org:{UNIT}"
 NEW_NAME = "Chi cục Hải quan khu vực I"
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: SimulatorProcess) -> None:
-    httpx.post(f"{sim.url}/admin/reset").raise_for_status()
-    httpx.delete(f"{sim.url}/admin/faults").raise_for_status()
+pytestmark = pytest.mark.usefixtures("fresh_estate")
 
 
 def adapter(sim: SimulatorProcess, secrets: Iterable[str] = (), **options: Any) -> PkiAdapter:
