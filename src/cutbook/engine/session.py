@@ -14,6 +14,7 @@ import secrets as pysecrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from cutbook.engine.runner import (
 )
 from cutbook.errors import RunbookError, UsageError
 from cutbook.journal import Journal
+from cutbook.planning import Plan
 from cutbook.planning import plan as make_plan
 from cutbook.redact import Redactor
 from cutbook.validation import LoadedRunbook
@@ -255,16 +257,17 @@ class Session:
         if self.recovered is None:
             self._record_started()
 
-    def planned(self) -> tuple[Any, dict[str, tuple[datetime, datetime]]]:
+    @cached_property
+    def forecast(self) -> Plan:
+        """The plan for this run's window, computed once: journalled and given to the runner."""
         rb = self.loaded.runbook
-        forecast = make_plan(
+        return make_plan(
             rb, start=rb.window_start + self.shift, item_counts=self.loaded.item_counts
         )
-        return forecast, {s.id: (s.start, s.finish) for s in forecast.steps}
 
     def runner_for(self, bridge: Bridge) -> Runner:
         assert self.journal is not None
-        forecast, planned = self.planned()
+        forecast = self.forecast
         if isinstance(self.clock, VirtualClock):
             resume_at = self.recovered.last_time if self.recovered else None
             self.clock.restart(resume_at)
@@ -282,7 +285,7 @@ class Session:
                 secrets=self.secrets,
                 shift=self.shift,
             ),
-            plan=planned,
+            plan={s.id: (s.start, s.finish) for s in forecast.steps},
         )
         self.runner.point_of_no_return = forecast.point_of_no_return
         if self.recovered is not None:
@@ -313,7 +316,7 @@ class Session:
         """The first record, written before anything can act: a run exists from here on."""
         assert self.journal is not None
         rb = self.loaded.runbook
-        forecast, _ = self.planned()
+        forecast = self.forecast
         self.journal.append(
             "run.started",
             runbook_name=rb.name,
