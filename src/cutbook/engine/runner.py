@@ -347,12 +347,8 @@ class Runner:
     async def _settle(self, sid: str, report: StepReport) -> None:
         st = self.states[sid]
         step = st.step
-        if report.status in ("succeeded", "dry_run", "skipped", "pending"):
-            if report.status == "pending":
-                st.status = "pending"  # not started: the run is stopping
-            return
         if report.status != "failed":
-            return
+            return  # done, or not started because the run is stopping (still pending)
         policy = self.rb.on_failure_of(step)
         if step.always:
             policy = "continue"
@@ -392,11 +388,8 @@ class Runner:
 
     def _outcome(self) -> Outcome:
         if self.failure is None:
-            failed = [s for s in self.states.values() if s.status == "failed" and not s.step.always]
-            always_failed = [
-                s for s in self.states.values() if s.status == "failed" and s.step.always
-            ]
-            return "failed" if failed or always_failed else "succeeded"
+            failed = any(st.status == "failed" for st in self.states.values())
+            return "failed" if failed else "succeeded"
         return "rolled_back" if self.mode == "rollback" else "aborted"
 
     # -- launching and waiting ---------------------------------------------
