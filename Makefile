@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Each distribution (core, adapters, simulator) with its own tests, plus bench and flows.
+LINT_PATHS := src tests adapters/src adapters/tests simulator/src simulator/tests bench flows
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
@@ -10,10 +12,11 @@ export DO_NOT_TRACK := 1
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml adapters/pyproject.toml
+$(STAMP): requirements.lock pyproject.toml adapters/pyproject.toml simulator/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . -e ./adapters
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		-e . -e ./adapters -e ./simulator
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,8 +25,9 @@ demo: $(STAMP)
 	$(VENV)/bin/cutbook demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src adapters/src tests bench flows
-	$(VENV)/bin/ruff format --check src adapters/src tests bench flows
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -52,7 +56,7 @@ bench: $(STAMP)
 # Re-resolve the lock from pyproject (needs the package index); commit the result.
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install --quiet -e . -e ./adapters -e '.[dev]'
+	.lockenv/bin/pip install --quiet -e . -e ./adapters -e './simulator[test]' -e '.[dev]'
 	.lockenv/bin/pip freeze --all --exclude-editable | grep -v '^-e' | sort -f > requirements.lock
 	rm -rf .lockenv
 

@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 
 from cutbook.journal import read_records, verify
-from cutbook.simulator.process import SimulatorProcess, free_port
+from cutbook_simulator.process import SimulatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "engine.json"
@@ -252,7 +252,7 @@ def run_local(
 @contextmanager
 def prefect_server(home: Path) -> Iterator[tuple[str, float, int]]:
     """A Prefect server of our own on a free loopback port; its process group dies with us."""
-    from cutbook.engine.server import start_server
+    from cutbook.engine.prefect.server import start_server
 
     port = free_port()
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from collections import Counter
 
 import httpx
 
-from cutbook.simulator import SimulatorProcess
+from cutbook_simulator import SimulatorProcess
 
 
 async def load(url: str, total: int, clients: int, timeout: float) -> tuple[float, Counter[str]]:

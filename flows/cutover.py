@@ -4,11 +4,14 @@ Deploy it with Prefect as usual, e.g.::
 
     prefect deploy flows/cutover.py:cutover -n customs-reorg-2025
 
-and pass ``runbook_path``, ``runbook_sha256`` and the other parameters that
-``cutbook run`` would; day to day, ``cutbook run`` calls the same flow in-process.
+and give it the parameters ``cutbook run`` would: build them with
+``cutbook.engine.prefect.parameters.to_parameters(loaded, settings)``. They
+describe the run completely, so a deployment's flow run gets exactly the
+settings ``cutbook run`` uses; day to day, ``cutbook run`` calls the same
+flow in-process.
 """
 
-from cutbook.engine.flow import cutover
+from cutbook.engine.prefect.flow import cutover
 
 __all__ = ["cutover"]
 

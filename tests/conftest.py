@@ -1,5 +1,6 @@
 """Shared fixtures: one real local Prefect server per test session, started on demand,
-and a simulated customs estate per test module that asks for one.
+and a simulated customs estate per test module that asks for one (``sim`` and
+``fresh_estate`` come from the simulator distribution, shared with adapters/tests).
 
 Engine tests run ``cutbook`` as real processes against them, the way an operator
 does, so each test sees exit codes, output and the server's records exactly as
@@ -14,17 +15,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from cutbook.simulator.process import SimulatorProcess
+from cutbook_simulator.process import free_port
+from cutbook_simulator.testing import fresh_estate as fresh_estate
+from cutbook_simulator.testing import sim as sim
 from e2e_support import Cutbook, PrefectServer
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    from cutbook.engine.server import start_server
-    from cutbook.simulator.process import free_port
+    from cutbook.engine.prefect.server import start_server
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
@@ -49,17 +50,3 @@ def cutbook(prefect_server: PrefectServer, tmp_path: Path) -> Cutbook:
         "COLUMNS": "200",
     }
     return Cutbook(env=env, cwd=tmp_path)
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    """One simulated estate per test module, over loopback."""
-    with SimulatorProcess() as process:
-        yield process
-
-
-@pytest.fixture
-def fresh_estate(sim: SimulatorProcess) -> None:
-    """Back to the seeded estate with no fault rules, before each test that asks."""
-    httpx.post(f"{sim.url}/admin/reset").raise_for_status()
-    httpx.delete(f"{sim.url}/admin/faults").raise_for_status()

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from cutbook.journal import verify
-from cutbook.simulator.process import SimulatorProcess
+from cutbook_simulator.process import SimulatorProcess
 from e2e_support import RUNBOOKS, Cutbook
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from cutbook.journal import read_records, verify
-from cutbook.simulator.process import SimulatorProcess
 from cutbook.validation import load
+from cutbook_simulator.process import SimulatorProcess
 from e2e_support import RUNBOOKS, Cutbook, PrefectServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -122,6 +122,11 @@ def test_calm_rehearsal_reaches_the_expected_final_state(
             "audit", "report", "calm-1", "-f", fmt, "-o", str(data / f"r.{fmt}"), check=True
         )
     assert "calm-1" in (data / "r.html").read_text(encoding="utf-8")
+    # The report of the night knows every event the engine wrote (verify, fan-out,
+    # the flow run): none is listed as unknown.
+    assert "does not know" not in (data / "r.html").read_text(encoding="utf-8")
+    assert "does not know" not in (data / "r.md").read_text(encoding="utf-8")
+    assert {"step.verified", "step.items", "run.flow"} <= {r["event"] for r in records}
     leaks = [p for p in data.rglob("*") if p.is_file() and b"canary-4f1d9c" in p.read_bytes()]
     assert leaks == []
     assert "canary-4f1d9c" not in result.stdout + result.stderr

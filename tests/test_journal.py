@@ -43,7 +43,7 @@ def make_journal(
             step=f"s{i % 5}",
             item={"office": "Kantor Bea Cukai – Tanjung Priok", "n": i},
             summary=f'line\twith\x1fcontrol "quotes" \\ and é ✓ {i}',
-            ratio=1e-05 * i,
+            output={"ratio": 1e-05 * i},
             ok=i % 2 == 0,
         )
     journal.append("run.finished", outcome="succeeded", error=None)
@@ -73,7 +73,9 @@ def line_of(data: bytes, pos: int) -> int:
 
 def test_roundtrip_and_record_format(tmp_path: Path) -> None:
     journal = Journal.create(tmp_path, "r-1")
-    first = journal.append("run.started", runbook_name="rb", when=datetime(2025, 3, 14, tzinfo=UTC))
+    first = journal.append(
+        "run.started", runbook_name="rb", variables={"when": datetime(2025, 3, 14, tzinfo=UTC)}
+    )
     second = journal.append("step.started", step="a", items=["x", "y"])
     journal.close()
     assert (first.seq, second.seq) == (0, 1)
@@ -81,7 +83,7 @@ def test_roundtrip_and_record_format(tmp_path: Path) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", first.ts)
     records = list(read_records(journal.path))
     assert records == [first.to_dict(), second.to_dict()]
-    assert records[0]["when"] == "2025-03-14T00:00:00+00:00"
+    assert records[0]["variables"]["when"] == "2025-03-14T00:00:00+00:00"
     # The documented independent check, with nothing from cutbook.
     for line in journal.path.read_bytes().splitlines():
         obj = json.loads(line)
@@ -178,11 +180,13 @@ def test_threads_share_one_journal(tmp_path: Path) -> None:
 def test_append_scrubs_secrets(tmp_path: Path) -> None:
     redactor = Redactor(["Pa55-canary-word"])
     journal = Journal.create(tmp_path, "r", redactor=redactor)
+    journal.append("step.attempt", error="login failed for Pa55-canary-word")
     journal.append(
-        "step.attempt",
-        error="login failed for Pa55-canary-word",
-        headers={"Authorization": "Bearer abcdefghijklmnop"},
-        nested=[{"Pa55-canary-word": "as a key"}],
+        "step.outcome",
+        output={
+            "headers": {"Authorization": "Bearer abcdefghijklmnop"},
+            "nested": [{"Pa55-canary-word": "as a key"}],
+        },
     )
     journal.redactor.add("late-added-secret")
     journal.append("step.outcome", summary="now late-added-secret appears")
@@ -245,7 +249,7 @@ def test_append_after_close(tmp_path: Path) -> None:
     journal = Journal.create(tmp_path, "r")
     journal.close()
     with pytest.raises(JournalWriteError):
-        journal.append("x")
+        journal.append("step.started", step="a")
 
 
 # ---------------------------------------------------------------- torn tails

@@ -18,8 +18,10 @@ import pytest
 from cutbook import registry
 from cutbook.adapter import ActionSpec, Args, BaseAdapter, Call, Result
 from cutbook.engine.local import LocalBridge
-from cutbook.engine.runner import Answer, Question, Runner
+from cutbook.engine.observe import RunObserver
+from cutbook.engine.runner import Runner
 from cutbook.engine.session import RunSettings, Session
+from cutbook.engine.state import Answer, Outcome, Question, RunState
 from cutbook.errors import PermanentError, TransientError
 from cutbook.journal import read_records, verify
 from cutbook.validation import load
@@ -324,3 +326,46 @@ def test_only_a_listed_approver_can_answer_a_gate(tmp_path: Path) -> None:
     assert session.journal is not None
     refused = [r for r in read_records(session.journal.path) if r["event"] == "gate.refused"]
     assert [r["by"] for r in refused] == ["intern"]
+
+
+def test_observers_see_the_run_from_prepared_to_finished(tmp_path: Path) -> None:
+    seen: list[tuple[str, object]] = []
+
+    class Watcher(RunObserver):
+        def run_prepared(self, run_id: str) -> None:
+            seen.append(("prepared", run_id))
+
+        def run_started(self, run: RunState, where: str | None) -> None:
+            seen.append(("started", where))
+
+        def run_changed(self, run: RunState) -> None:
+            running = [sid for sid, st in run.states.items() if st.status == "running"]
+            seen.append(("changed", tuple(running)))
+
+        def run_finished(self, run: RunState, outcome: Outcome | None) -> None:
+            seen.append(("finished", outcome))
+
+    path = tmp_path / "rb.yaml"
+    path.write_text(
+        HEADER
+        + """
+  - {id: one, target: kv, action: set, with: {key: a, value: "1"}}
+  - {id: two, target: kv, action: set, with: {key: b, value: "1"}, depends_on: [one]}
+""",
+        encoding="utf-8",
+    )
+    session = Session(load(path), RunSettings(data_dir=tmp_path / "d", clock="virtual"))
+    session.observers.append(Watcher())
+
+    async def go() -> None:
+        await session.prepare()
+        runner = session.runner_for(LocalBridge())
+        session.attach_flow_run(None, "where-to-look")
+        await session.finish(await runner.run())
+
+    asyncio.run(go())
+    assert seen[:2] == [("prepared", session.run_id), ("started", "where-to-look")]
+    assert seen[-1] == ("finished", "succeeded")
+    changes = [what for kind, what in seen[2:-1] if kind == "changed"]
+    assert ("one",) in changes and ("two",) in changes, "each step is seen while it runs"
+    assert changes[-1] == (), "and once more when it is over"

@@ -359,6 +359,38 @@ def test_the_five_problem_corpus_file_yields_five_diagnostics() -> None:
     assert len(problems(path)) == 5
 
 
+# --- step ids and the dependency graph ------------------------------------------------
+
+
+def test_a_step_id_that_is_not_text_is_reported_not_a_crash(tmp_path: Path) -> None:
+    text = HEAD + "steps:\n  - id: first\n  - id: [second]\n    depends_on: [first]\n"
+    assert problems(write(tmp_path, text)) == [
+        "rb.yaml:7:9: id in step #2: must be text; got a list"
+    ]
+
+
+def test_a_duplicate_id_does_not_make_listed_dependencies_look_missing(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + "targets: {desk: {adapter: manual}}\n"
+        + """\
+steps:
+  - id: a
+    depends_on: [b]
+  - id: b
+    depends_on: [a]
+    target: desk
+    action: confirm
+    with: {instructions: "{{ steps['a'].output }}"}
+  - id: a
+"""
+    )
+    # Only the duplicate is wrong: b does list a (the step that id names last).
+    assert problems(write(tmp_path, text)) == [
+        "rb.yaml:14:9: duplicate step id 'a' (first at line 7)"
+    ]
+
+
 # --- files that are not runbooks ---------------------------------------------------
 
 

@@ -14,6 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 _CHUNK = 0.25
+_REAL_KINDS = frozenset({"real", "wall"})
+
+
+def is_real_clock(name: str | None) -> bool:
+    """Whether a journalled clock kind means real time (absent: journals before clocks)."""
+    return name is None or name in _REAL_KINDS
 
 
 class RealClock:

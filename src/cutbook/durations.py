@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, WithJsonSchema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
@@ -44,3 +47,19 @@ def format_duration(delta: timedelta | float) -> str:
     if secs or not parts:
         parts.append(f"{secs}s")
     return sign + "".join(parts)
+
+
+# The type adapter authors and the runbook model use for every duration field.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PATTERN},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: 90s, 5m, 2h, 1h30m, or a number of seconds",
+        }
+    ),
+]

@@ -19,6 +19,7 @@ exit code, and never into a traceback::
     │   └── RunAborted              an operator or policy stopped the run
     └── JournalError                the audit journal cannot be trusted or written
         ├── JournalWriteError       append or fsync failed: the run must stop
+        ├── JournalContractError    a writer broke the record contract (a bug, not a run failure)
         └── ChainBroken             verification found tampering or truncation
 """
 
@@ -110,3 +111,11 @@ class JournalWriteError(JournalError):
 
 class ChainBroken(JournalError):
     pass
+
+
+class JournalContractError(JournalError, ValueError):
+    """A writer broke the record contract: a programming error, not a run failure.
+
+    Also a ``ValueError`` because that is what callers of ``append`` caught
+    for a reserved field before the contract existed.
+    """

@@ -14,27 +14,13 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from cutbook import durations
+from cutbook.durations import Duration
 
 API_VERSION = "cutbook/v1"
 STEP_ID = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(durations.parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": durations.PATTERN},
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "A duration: 90s, 5m, 2h, 1h30m, or a number of seconds",
-        }
-    ),
-]
 
 TimeText = Annotated[
     str,

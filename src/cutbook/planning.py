@@ -13,12 +13,12 @@ exactly zero" an exact test rather than a float comparison.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cutbook import graph
 from cutbook.errors import RunbookError
 from cutbook.model import Runbook, Step, TimeError
 
@@ -196,17 +196,18 @@ def plan(
             raise RunbookError(f"step id {step.id!r} is used by more than one step")
         index[step.id] = i
     deps: list[list[int]] = []
-    succs: list[list[int]] = [[] for _ in range(n)]
-    for i, step in enumerate(steps):
+    for step in steps:
         mine: list[int] = []
         for dep in step.depends_on:
             j = index.get(dep)
             if j is None:
                 raise RunbookError(f"step {step.id!r} depends on unknown step {dep!r}")
             mine.append(j)
-            succs[j].append(i)
         deps.append(mine)
-    order = _topological_order(steps, deps, succs)
+    try:
+        order = graph.topological_order(dict(enumerate(deps)))
+    except graph.Cycle as exc:
+        raise DependencyCycle(_planner_cycle([steps[i].id for i in exc.members])) from None
 
     try:
         window_start_utc = runbook.window_start.astimezone(UTC)
@@ -362,43 +363,9 @@ def _reversible(step: Step) -> bool:
     return not (step.always or step.irreversible or step.is_gate or step.target is None)
 
 
-def _topological_order(
-    steps: list[Step], deps: list[list[int]], succs: list[list[int]]
-) -> list[int]:
-    """Kahn's algorithm, always taking the ready step that comes first in the file."""
-    n = len(steps)
-    indegree = [len(d) for d in deps]
-    ready = [i for i in range(n) if indegree[i] == 0]  # ascending, so already a heap
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for k in succs[i]:
-            indegree[k] -= 1
-            if indegree[k] == 0:
-                heapq.heappush(ready, k)
-    if len(order) < n:
-        raise DependencyCycle(_find_cycle(steps, deps, indegree))
-    return order
-
-
-def _find_cycle(steps: list[Step], deps: list[list[int]], indegree: list[int]) -> list[str]:
-    """Name one cycle among the steps Kahn could not place, in running order.
-
-    Every unplaced step still waits on some unplaced step, so following those
-    waits must revisit a step; the loop from there is a cycle.
-    """
-    current = next(i for i, d in enumerate(indegree) if d > 0)
-    seen: dict[int, int] = {}
-    walk: list[int] = []
-    while current not in seen:
-        seen[current] = len(walk)
-        walk.append(current)
-        current = next(j for j in deps[current] if indegree[j] > 0)
-    loop = walk[seen[current] :]
-    loop.reverse()  # we walked "depends on"; report "runs before"
-    names = [steps[i].id for i in loop]
-    return [*names, names[0]]
+def _planner_cycle(members: list[str]) -> list[str]:
+    """The loop started one step later than validation names it, as the planner always has."""
+    return [*members[1:], members[1]]
 
 
 def _critical_path(

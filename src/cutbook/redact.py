@@ -21,7 +21,15 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 PLACEHOLDER = "***"
-MIN_SECRET_LENGTH = 4
+MIN_SECRET_LENGTH = 6
+"""The shortest secret a run accepts; the engine refuses shorter ones before anything runs.
+Below this, scrubbing a value out of every line would mangle ordinary text, and not
+scrubbing it would leak it."""
+SCRUB_FLOOR = 4
+"""The shortest value a :class:`Redactor` scrubs at all (shorter ones are ignored). Never
+above :data:`MIN_SECRET_LENGTH`, so every secret a run accepts is scrubbed; lower, so
+values registered outside a run (tests, embedding code) are still scrubbed down to 4."""
+assert SCRUB_FLOOR <= MIN_SECRET_LENGTH
 
 T = TypeVar("T")
 
@@ -133,11 +141,11 @@ class Redactor:
         (scrubbing "abc" everywhere would destroy the record, not protect it)."""
         new: set[str] = set()
         for value in values:
-            if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+            if not isinstance(value, str) or len(value) < SCRUB_FLOOR:
                 continue
             # The same secret as it appears inside URLs and JSON text.
             for variant in (value, quote(value, safe=""), json.dumps(value)[1:-1]):
-                if len(variant) >= MIN_SECRET_LENGTH:
+                if len(variant) >= SCRUB_FLOOR:
                     new.add(variant)
         if not new:
             return

@@ -11,8 +11,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError
+from cutbook import ActionSpec, AdapterContext, Args, Call, PermanentError, Result, TargetConfig
 
 
 class EchoConfig(TargetConfig):

@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cutbook.adapter import AdapterContext, BaseAdapter, Call, Result
-from cutbook.errors import AdapterError, TransientError
+from cutbook import AdapterContext, AdapterError, BaseAdapter, Call, Result, TransientError
 
 SUMMARY_CHARS = 240
 """Summaries are one line in a table; the full detail is in ``output``."""

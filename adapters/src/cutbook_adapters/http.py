@@ -15,9 +15,17 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError, TransientError
-from cutbook.model import Duration
+from cutbook import (
+    ActionSpec,
+    AdapterContext,
+    Args,
+    Call,
+    Duration,
+    PermanentError,
+    Result,
+    TargetConfig,
+    TransientError,
+)
 from cutbook_adapters._common import (
     DEFAULT_MAX_BYTES,
     TRANSIENT_STATUS,

@@ -12,8 +12,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
-from cutbook.adapter import ActionSpec, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError
+from cutbook import ActionSpec, Args, Call, PermanentError, Result, TargetConfig
 from cutbook_adapters._common import ScrubbingAdapter, one_line
 
 

@@ -26,9 +26,17 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError, TransientError
-from cutbook.model import Duration
+from cutbook import (
+    ActionSpec,
+    AdapterContext,
+    Args,
+    Call,
+    Duration,
+    PermanentError,
+    Result,
+    TargetConfig,
+    TransientError,
+)
 from cutbook_adapters._common import (
     TRANSIENT_STATUS,
     ScrubbingAdapter,

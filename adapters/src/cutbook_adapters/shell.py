@@ -18,9 +18,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError, TransientError
-from cutbook.model import Duration
+from cutbook import (
+    ActionSpec,
+    AdapterContext,
+    Args,
+    Call,
+    Duration,
+    PermanentError,
+    Result,
+    TargetConfig,
+    TransientError,
+)
 from cutbook_adapters._common import DEFAULT_MAX_BYTES, ScrubbingAdapter, one_line
 
 KILL_GRACE = 3.0

@@ -18,8 +18,16 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import exc as sa_exc
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.errors import PermanentError, TransientError
+from cutbook import (
+    ActionSpec,
+    AdapterContext,
+    Args,
+    Call,
+    PermanentError,
+    Result,
+    TargetConfig,
+    TransientError,
+)
 from cutbook_adapters._common import (
     ScrubbingAdapter,
     compact_json,

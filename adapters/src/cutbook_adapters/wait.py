@@ -13,10 +13,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from cutbook.adapter import ActionSpec, AdapterContext, Args, Call, Result, TargetConfig
-from cutbook.durations import format_duration
-from cutbook.errors import PermanentError
-from cutbook.model import Duration
+from cutbook import (
+    ActionSpec,
+    AdapterContext,
+    Args,
+    Call,
+    Duration,
+    PermanentError,
+    Result,
+    TargetConfig,
+    format_duration,
+)
 from cutbook_adapters._common import (
     ScrubbingAdapter,
     compact_json,

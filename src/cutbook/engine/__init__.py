@@ -1,2 +1,8 @@
-"""Running runbooks. The only part of core that imports Prefect (in ``bridge``,
-``flow`` and ``server``); ``runner`` holds the semantics in plain asyncio."""
+"""Running runbooks.
+
+The semantics are plain asyncio (``runner`` wires ``scheduler``, ``gates``,
+``executor``, ``calls``, ``rollback``, ``restore`` and ``context`` around a
+shared ``state``); ``session`` prepares a run; ``launch`` is the API that
+starts, resumes and answers runs. Prefect lives in the ``prefect``
+subpackage and nowhere else in cutbook.
+"""

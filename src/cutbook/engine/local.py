@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from cutbook.engine.runner import Answer, Question, Runner, StepReport
+from cutbook.engine.state import Answer, Question, RunState, StepReport
 
 
 class LocalBridge:
@@ -27,5 +27,5 @@ class LocalBridge:
             return Answer(by="nobody", approved=False, comment="no operator channel")
         return await self._answer(question)
 
-    def publish(self, runner: Runner) -> None:
+    def publish(self, run: RunState) -> None:
         return None

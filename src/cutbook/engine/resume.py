@@ -5,6 +5,10 @@ again; an item with an outcome keeps its result (rollback templates need it);
 an item with an intent but no outcome is *uncertain* and is settled by its
 step's verification, or applied again with the same idempotency key. Pure
 Python: reading a journal needs no Prefect.
+
+What a record means is decided once, in :func:`cutbook.journal.fold`, for the
+audit report and for resuming alike; this module only turns that state into
+the runner's terms (adapter :class:`Result` values).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from cutbook.adapter import Result
 from cutbook.errors import UsageError
+from cutbook.journal.fold import ItemState, fold
 
 DONE = ("succeeded", "failed", "rolled_back", "skipped", "dry_run")
 
@@ -46,76 +51,41 @@ class Recovered:
         return str(self.started.get("run_id", ""))
 
 
-def _when(value: object) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _item_key(record: Mapping[str, Any]) -> str:
-    item = record.get("item")
-    return "-" if item is None else str(item)
+def _item(state: ItemState) -> RecoveredItem:
+    """An applied item keeps its result: rollback templates and later steps need it."""
+    result = None
+    if state.applied:
+        result = Result(changed=state.changed, summary=state.summary, output=dict(state.output))
+    return RecoveredItem(result=result, uncertain=state.uncertain, rolled_back=state.rolled_back)
 
 
 def reconstruct(records: Iterable[Mapping[str, Any]]) -> Recovered:
-    """Fold the journal's events into the state the run had when it stopped."""
-    rec: Recovered | None = None
-    for r in records:
-        event = r.get("event")
-        if event == "run.started":
-            rec = Recovered(started=dict(r))
-            if r.get("flow_run_id"):
-                rec.flow_runs.append(str(r["flow_run_id"]))
-            continue
-        if rec is None:
-            continue
-        if event == "run.finished":
-            raise UsageError(
-                f"run {r.get('run_id')} already finished ({r.get('outcome')}); nothing to resume"
-            )
-        if event in ("run.resumed", "run.flow") and r.get("flow_run_id"):
-            rec.flow_runs.append(str(r["flow_run_id"]))
-        step = r.get("step")
-        if not isinstance(step, str):
-            if event == "rollback.started":
-                rec.rollback_started = True
-                rec.failure = r.get("reason")
-            continue
-        items = rec.items.setdefault(step, {})
-        key = _item_key(r)
-        phase = r.get("phase")
-        if event == "step.intent" and phase == "apply":
-            items.setdefault(key, RecoveredItem()).uncertain = True
-        elif event == "step.outcome" and phase == "apply" and r.get("ok"):
-            items[key] = RecoveredItem(
-                result=Result(
-                    changed=bool(r.get("changed")),
-                    summary=str(r.get("summary") or ""),
-                    output=dict(r.get("output") or {}),
-                )
-            )
-        elif event == "step.outcome" and phase == "rollback" and r.get("ok"):
-            items.setdefault(key, RecoveredItem()).rolled_back = True
-        elif event == "gate.answered" and r.get("approved"):
-            rec.approved_gates.add(step)
-        elif event == "step.finished":
-            status = str(r.get("status"))
-            rec.statuses[step] = status
-            rec.errors[step] = r.get("error")
-            started, finished = _when(r.get("started")), _when(r.get("finished"))
-            if started or finished:
-                rec.times[step] = (started, finished)
-            for moment in (started, finished):
-                if moment and (rec.last_time is None or moment > rec.last_time):
-                    rec.last_time = moment
-            if status in ("succeeded", "failed") and step not in rec.completed:
-                rec.completed.append(step)
-    if rec is None:
+    """The state the run had when it stopped, from the journal's shared fold."""
+    state = fold(records)
+    started = state.started_record
+    if started is None:
         raise UsageError(
             "the journal has no run.started record: the run stopped before it began and "
             "changed nothing; start it again with cutbook run"
         )
-    return rec
+    if state.finished:
+        raise UsageError(
+            f"run {started.get('run_id')} already finished ({state.outcome}); nothing to resume"
+        )
+    rollbacks = [rb for rb in state.rollbacks if rb.started_at is not None]
+    return Recovered(
+        started=dict(started),
+        statuses={s.id: s.status for s in state.steps if s.status is not None},
+        errors={s.id: s.error for s in state.steps if s.status is not None},
+        items={
+            step: {key: _item(item) for key, item in items.items()}
+            for step, items in state.item_states.items()
+        },
+        completed=list(state.completed),
+        times={s.id: s.recorded for s in state.steps if s.recorded is not None},
+        approved_gates=set(state.approved_steps),
+        rollback_started=bool(rollbacks),
+        failure=rollbacks[-1].reason if rollbacks else None,
+        last_time=state.last_step_time,
+        flow_runs=list(state.flow_runs),
+    )

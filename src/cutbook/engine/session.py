@@ -11,13 +11,12 @@ import getpass
 import os
 import platform
 import secrets as pysecrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -25,22 +24,17 @@ from pydantic import ValidationError
 from cutbook import __version__, registry, templating
 from cutbook.adapter import Adapter, AdapterContext
 from cutbook.clock import RealClock, VirtualClock
+from cutbook.engine.observe import RunObserver, Watched
 from cutbook.engine.resume import Recovered, reconstruct
-from cutbook.engine.runner import (
-    Answer,
-    Bridge,
-    Outcome,
-    Question,
-    Runner,
-    RunOptions,
-    StepReport,
-)
+from cutbook.engine.runner import Runner
+from cutbook.engine.state import Bridge, Outcome, RunOptions
 from cutbook.errors import RunbookError, UsageError
-from cutbook.journal import Journal
+from cutbook.journal import Journal, read_records, resolve_run
+from cutbook.journal.events import Event
 from cutbook.planning import Plan
 from cutbook.planning import plan as make_plan
-from cutbook.redact import Redactor
-from cutbook.validation import LoadedRunbook
+from cutbook.redact import MIN_SECRET_LENGTH, Redactor
+from cutbook.validation import LoadedRunbook, load
 
 log = structlog.get_logger("cutbook.engine")
 
@@ -68,23 +62,25 @@ def new_run_id(name: str) -> str:
     return f"{name}-{stamp}-{pysecrets.token_hex(2)}"
 
 
-MIN_SECRET_LENGTH = 6
-"""Below this, scrubbing a value out of every log line would mangle ordinary text."""
+class SecretStore(Protocol):
+    """Where a secret the environment does not hold is looked up (Prefect Secret blocks)."""
+
+    async def lookup(self, name: str) -> str | None: ...
+
+    def hint(self, missing: list[str]) -> str:
+        """How an operator would provide the missing secrets there."""
+        ...
 
 
-def secret_block_name(name: str) -> str:
-    return name.lower().replace("_", "-")
-
-
-async def resolve_secrets(names: list[str]) -> dict[str, str]:
-    """Environment first, then a Prefect Secret block named like the secret in kebab case."""
+async def resolve_secrets(names: list[str], store: SecretStore | None = None) -> dict[str, str]:
+    """Environment first, then the store; too-short or missing secrets stop the run."""
     values: dict[str, str] = {}
     missing = []
     for name in names:
         if os.environ.get(name):
             values[name] = os.environ[name]
             continue
-        value = await _from_block(secret_block_name(name))
+        value = await store.lookup(name) if store is not None else None
         if value is None:
             missing.append(name)
         else:
@@ -96,25 +92,14 @@ async def resolve_secrets(names: list[str]) -> dict[str, str]:
             "too short to scrub from logs reliably"
         )
     if missing:
+        elsewhere = f", or {store.hint(missing)}" if store is not None else ""
         raise UsageError(
             "secret(s) not found: "
             + ", ".join(missing)
-            + " — set them in the environment, or create Prefect Secret blocks named "
-            + ", ".join(secret_block_name(m) for m in missing)
+            + " — set them in the environment"
+            + elsewhere
         )
     return values
-
-
-async def _from_block(block: str) -> str | None:
-    from prefect.blocks.system import Secret
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        loaded: Any = await Secret.aload(block)
-    except (ObjectNotFound, ValueError):
-        return None
-    value: object = loaded.get()
-    return str(value)
 
 
 def _versions(adapters: dict[str, type[Adapter]]) -> dict[str, Any]:
@@ -128,27 +113,18 @@ def _versions(adapters: dict[str, type[Adapter]]) -> dict[str, Any]:
     return {"cutbook": __version__, "adapters": found}
 
 
-class _Watched:
-    def __init__(self, inner: Bridge, observers: list[Callable[[Runner], None]]) -> None:
-        self.inner = inner
-        self.observers = observers
-
-    async def task(self, name: str, body: Callable[[], Awaitable[StepReport]]) -> StepReport:
-        return await self.inner.task(name, body)
-
-    async def ask(self, question: Question) -> Answer:
-        return await self.inner.ask(question)
-
-    def publish(self, runner: Runner) -> None:
-        self.inner.publish(runner)
-        for observer in self.observers:
-            observer(runner)
-
-
 class Session:
-    def __init__(self, loaded: LoadedRunbook, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        loaded: LoadedRunbook,
+        settings: RunSettings,
+        *,
+        secret_store: SecretStore | None = None,
+    ) -> None:
         self.loaded = loaded
         self.settings = settings
+        self.secret_store = secret_store
+        """Where secrets missing from the environment are looked up; none: environment only."""
         rb = loaded.runbook
         self.run_id = settings.run_id or new_run_id(rb.name)
         self.shift = (settings.start - rb.window_start) if settings.start else timedelta(0)
@@ -166,30 +142,14 @@ class Session:
         self.journal: Journal | None = None
         self.runner: Runner | None = None
         self.recovered: Recovered | None = None
-        self.observers: list[Callable[[Runner], None]] = []
-        self.on_flow_run: Callable[[str], None] | None = None
-
-    def watch(self, bridge: Bridge) -> Bridge:
-        """Let in-process observers (the terminal view) see every change the UI sees."""
-        return _Watched(bridge, self.observers) if self.observers else bridge
-
-    def flow_run_url(self, flow_run_id: object) -> str | None:
-        from cutbook.engine.server import ui_url
-
-        api = os.environ.get("PREFECT_API_URL")
-        url = ui_url(api, flow_run_id) if api else None
-        if self.on_flow_run is not None:
-            self.on_flow_run(url or str(flow_run_id))
-        return url
+        self.observers: list[RunObserver] = []
 
     @classmethod
-    def resume(cls, run_id: str, settings: RunSettings) -> Session:
+    def resume(
+        cls, run_id: str, settings: RunSettings, *, secret_store: SecretStore | None = None
+    ) -> Session:
         """A session that continues ``run_id`` from its journal, with the same runbook
         text (checked by hash), variables, window and clock."""
-        from cutbook.audit import resolve_run
-        from cutbook.journal import read_records
-        from cutbook.validation import load
-
         path = resolve_run(settings.journal_dir, run_id)
         rec = reconstruct(read_records(path, skip_bad=True))
         started = rec.started
@@ -207,7 +167,7 @@ class Session:
         settings.dry_run = bool(started.get("dry_run"))
         if window.get("start"):
             settings.start = datetime.fromisoformat(window["start"])
-        session = cls(loaded, settings)
+        session = cls(loaded, settings, secret_store=secret_store)
         session.recovered = rec
         return session
 
@@ -225,7 +185,7 @@ class Session:
         """Resolve secrets, build adapters, open the journal: all or nothing."""
         self.check_window()
         rb = self.loaded.runbook
-        self.secrets = await resolve_secrets(rb.secrets)
+        self.secrets = await resolve_secrets(rb.secrets, self.secret_store)
         self.redactor.add(*self.secrets.values())
         ctx = self.loaded.static_context(self.secrets)
         context = AdapterContext(
@@ -256,6 +216,8 @@ class Session:
         )
         if self.recovered is None:
             self._record_started()
+        for observer in self.observers:
+            observer.run_prepared(self.run_id)
 
     @cached_property
     def forecast(self) -> Plan:
@@ -266,6 +228,7 @@ class Session:
         )
 
     def runner_for(self, bridge: Bridge) -> Runner:
+        """The runner for this run; observers see every change the bridge publishes."""
         assert self.journal is not None
         forecast = self.forecast
         if isinstance(self.clock, VirtualClock):
@@ -275,7 +238,7 @@ class Session:
             self.loaded,
             self.adapters,
             self.journal,
-            bridge,
+            Watched(bridge, self.observers) if self.observers else bridge,
             RunOptions(
                 run_id=self.run_id,
                 started_by=self.settings.started_by,
@@ -286,20 +249,27 @@ class Session:
                 shift=self.shift,
             ),
             plan={s.id: (s.start, s.finish) for s in forecast.steps},
+            point_of_no_return=forecast.point_of_no_return,
         )
-        self.runner.point_of_no_return = forecast.point_of_no_return
         if self.recovered is not None:
             self.runner.restore(self.recovered)
         return self.runner
 
     def attach_flow_run(self, flow_run_id: str | None, ui: str | None) -> None:
-        """Link this process's Prefect flow run to the journal (a resume makes a new one)."""
+        """Link this process's flow run to the journal (a resume makes a new one); the
+        run starts from here, so observers hear of it."""
+        self._record_flow_run(flow_run_id, ui)
+        if self.runner is not None:
+            for observer in self.observers:
+                observer.run_started(self.runner.state, ui or flow_run_id)
+
+    def _record_flow_run(self, flow_run_id: str | None, ui: str | None) -> None:
         assert self.journal is not None
         if self.recovered is None:
-            self.journal.append("run.flow", flow_run_id=flow_run_id, flow_run_url=ui)
+            self.journal.append(Event.RUN_FLOW, flow_run_id=flow_run_id, flow_run_url=ui)
             return
         self.journal.append(
-            "run.resumed",
+            Event.RUN_RESUMED,
             by=self.settings.started_by,
             host=platform.node(),
             flow_run_id=flow_run_id,
@@ -318,7 +288,7 @@ class Session:
         rb = self.loaded.runbook
         forecast = self.forecast
         self.journal.append(
-            "run.started",
+            Event.RUN_STARTED,
             runbook_name=rb.name,
             runbook_path=str(self.loaded.path.resolve()),
             runbook_sha256=self.loaded.sha256,
@@ -340,9 +310,17 @@ class Session:
         )
 
     async def finish(self, outcome: Outcome | None, error: str | None = None) -> None:
-        for adapter in self.adapters.values():
-            await adapter.aclose()
-        if self.journal is not None:
-            failure = self.runner.failure if self.runner else None
-            self.journal.append("run.finished", outcome=outcome or "failed", error=error or failure)
-            self.journal.close()
+        """Close adapters and the journal; observers hear last, whatever failed before."""
+        try:
+            for adapter in self.adapters.values():
+                await adapter.aclose()
+            if self.journal is not None:
+                failure = self.runner.failure if self.runner else None
+                self.journal.append(
+                    Event.RUN_FINISHED, outcome=outcome or "failed", error=error or failure
+                )
+                self.journal.close()
+        finally:
+            if self.runner is not None:
+                for observer in self.observers:
+                    observer.run_finished(self.runner.state, outcome)

@@ -1,0 +1,173 @@
+"""The http adapter against the real simulator process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from cutbook.errors import PermanentError, TransientError
+from cutbook.testing import AdapterContract, make_call, make_context, run
+from cutbook_adapters.http import HttpAdapter, HttpConfig
+from cutbook_simulator.process import SimulatorProcess, free_port
+
+pytestmark = pytest.mark.usefixtures("fresh_estate")
+
+
+def adapter(sim: SimulatorProcess, secrets: Iterable[str] = (), **options: Any) -> HttpAdapter:
+    config = HttpConfig.model_validate({"base_url": sim.url, **options})
+    return HttpAdapter(config, make_context(secrets))
+
+
+async def act(a: HttpAdapter, action: str, args: Mapping[str, Any], **kw: Any) -> Any:
+    phase = kw.pop("phase", "apply")
+    try:
+        return await getattr(a, phase)(make_call(HttpAdapter, action, args, phase=phase, **kw))
+    finally:
+        await a.aclose()
+
+
+def calls(sim: SimulatorProcess) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = httpx.get(f"{sim.url}/admin/calls").json()
+    return [c for c in result if not c["path"].startswith("/admin")]
+
+
+class TestHttpContract(AdapterContract):
+    adapter_class = HttpAdapter
+    apply_is_safe = True
+
+    @pytest.fixture(autouse=True)
+    def _sim(self, sim: SimulatorProcess) -> None:
+        self.sim = sim
+
+    def target_options(self) -> Mapping[str, Any]:
+        return {"base_url": self.sim.url, "headers": {"X-Operator": "test"}}
+
+    def snapshot(self) -> Any:
+        return httpx.get(f"{self.sim.url}/admin/state").json()
+
+    def sample_calls(self) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        yield "get", {"path": "/vnaccs/intake", "expect": {"json": {"state": "open"}}}
+        yield "post", {"path": "/vnaccs/intake/stop"}
+        yield "put", {"path": "/satellites/e-cargo/config", "json": {"org_model": "2025"}}
+        yield "patch", {"path": "/catalogue/offices/13A2", "json": {"name": "Hải quan Hà Nội"}}
+        yield "delete", {"path": "/portal/units/13A2", "expect": {"status": [200, 404]}}
+
+
+def test_post_sends_idempotency_key_and_reports_change(sim: SimulatorProcess) -> None:
+    args = {"path": "/vnaccs/intake/stop", "expect": {"json": {"state": "stopped"}}}
+    first = run(act(adapter(sim), "post", args, idempotency_key="run1:stop:-"))
+    assert first.changed and first.output["status"] == 200
+    assert first.output["json"]["state"] == "stopped"
+    assert first.summary.startswith('POST /vnaccs/intake/stop → 200 {"state":"stopped"')
+    again = run(act(adapter(sim), "post", args, idempotency_key="run1:stop:-"))
+    assert again.output.get("replayed") is True
+    counts = httpx.get(f"{sim.url}/admin/idempotency").json()
+    assert counts["run1:stop:-"] == {"applied": 1, "replayed": 1}
+    # A fresh key on an already-stopped intake: succeeds, reports no change.
+    third = run(act(adapter(sim), "post", args, idempotency_key="run2:stop:-"))
+    assert third.changed is False
+
+
+def test_get_sends_no_idempotency_key_and_changes_nothing(sim: SimulatorProcess) -> None:
+    result = run(act(adapter(sim), "get", {"path": "/vnaccs/intake"}))
+    assert result.changed is False and result.output["json"]["state"] == "open"
+    assert calls(sim)[-1]["idempotency_key"] is None
+
+
+def test_check_describes_mutation_without_sending(sim: SimulatorProcess) -> None:
+    before = len(calls(sim))
+    args = {"path": "/catalogue/offices/13A2", "json": {"name": "New"}, "params": {"dry": 1}}
+    result = run(act(adapter(sim), "patch", args, phase="check"))
+    assert result.changed and result.summary.startswith("would PATCH /catalogue/offices/13A2?dry=1")
+    assert '{"name":"New"}' in result.summary
+    assert len(calls(sim)) == before
+
+
+def test_expect_mismatch_raises_in_apply_and_fails_verify(sim: SimulatorProcess) -> None:
+    args = {"path": "/vnaccs/intake", "expect": {"json": {"state": "stopped"}}}
+    with pytest.raises(PermanentError, match=r"expected \$\.state"):
+        run(act(adapter(sim), "get", args))
+    verified = run(act(adapter(sim), "get", args, phase="verify"))
+    assert verified.ok is False and "$.state" in verified.summary
+
+
+def test_verify_of_mutating_action_does_not_resend(sim: SimulatorProcess) -> None:
+    before = len(calls(sim))
+    result = run(act(adapter(sim), "post", {"path": "/vnaccs/intake/stop"}, phase="verify"))
+    assert result.ok and len(calls(sim)) == before
+
+
+def test_client_errors_are_permanent(sim: SimulatorProcess) -> None:
+    with pytest.raises(PermanentError, match="404"):
+        run(act(adapter(sim), "get", {"path": "/catalogue/offices/NOPE"}))
+    accepted = run(
+        act(adapter(sim), "get", {"path": "/catalogue/offices/NOPE", "expect": {"status": [404]}})
+    )
+    assert accepted.output["status"] == 404
+
+
+def test_503_with_retry_after_is_transient(sim: SimulatorProcess) -> None:
+    rule = {"path": "/vnaccs/intake/stop", "status": 503, "retry_after": 7, "error_rate": 1}
+    httpx.post(f"{sim.url}/admin/faults", json={**rule, "times": 1}).raise_for_status()
+    with pytest.raises(TransientError) as info:
+        run(act(adapter(sim), "post", {"path": "/vnaccs/intake/stop"}))
+    assert info.value.retry_after == 7
+    # The fault consumed nothing: the retry with the same key applies once.
+    assert run(act(adapter(sim), "post", {"path": "/vnaccs/intake/stop"})).changed
+
+
+def test_hang_times_out_as_transient(sim: SimulatorProcess) -> None:
+    rule = {"path": "/vnaccs/intake", "hang": 1, "hang_s": 10, "times": 1}
+    httpx.post(f"{sim.url}/admin/faults", json=rule).raise_for_status()
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"timed out after 0\.5s"):
+        run(act(adapter(sim), "get", {"path": "/vnaccs/intake"}, timeout=0.5))
+    assert time.monotonic() - started < 3
+
+
+def test_connection_refused_is_transient() -> None:
+    config = HttpConfig(base_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError, match="ConnectError"):
+        run(act(HttpAdapter(config, make_context()), "get", {"path": "/x"}))
+
+
+def test_secrets_and_credentials_scrubbed(sim: SimulatorProcess) -> None:
+    token = "tok-abcdefgh-1234"
+    a = adapter(sim, auth={"bearer": token})
+    result = run(act(a, "get", {"path": "/vnaccs/intake", "params": {"t": token}}))
+    assert token not in result.summary and "t=***" in result.summary
+    declared = "declared-secret-99"
+    a = adapter(sim, [declared])
+    with pytest.raises(PermanentError) as info:
+        run(act(a, "get", {"path": f"/catalogue/offices/{declared}"}))
+    assert declared not in str(info.value)
+
+
+def test_large_bodies_are_truncated(sim: SimulatorProcess) -> None:
+    result = run(act(adapter(sim, max_body_bytes=512), "get", {"path": "/catalogue/offices"}))
+    assert result.output["json"] is None
+    assert len(result.output["text"]) < 600 and "more]" in result.output["text"]
+
+
+def test_config_model_is_strict() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"base_url": "ftp://x"},
+        {
+            "base_url": "http://x",
+            "auth": {"bearer": "a", "basic": {"username": "u", "password": "p"}},
+        },
+        {"base_url": "http://x", "timeout": "soon"},
+        {"base_url": "http://x", "verify": False},
+    ):
+        with pytest.raises(ValidationError):
+            HttpConfig.model_validate(bad)
+    cfg = HttpConfig.model_validate({"base_url": "https://x", "timeout": "2m"})
+    assert cfg.timeout.total_seconds() == 120
+    with pytest.raises(ValidationError):
+        HttpAdapter.actions["post"].args.model_validate({"path": "/", "json": {}, "data": "x"})

@@ -1,0 +1,166 @@
+"""Run-time commands: run, resume, approve. Parsing and printing only: the engine's
+launch API (:mod:`cutbook.engine.launch`) does the work, Prefect included."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cutbook import paths
+from cutbook.cli.console import err, load_runbook, out
+from cutbook.cli.options import (
+    DataDirOption,
+    StartOption,
+    VarOption,
+    parse_start,
+)
+from cutbook.errors import UsageError
+
+if TYPE_CHECKING:
+    from cutbook.engine.launch import Launched
+    from cutbook.engine.state import Choice
+
+
+class ClockKind(StrEnum):
+    real = "real"
+    virtual = "virtual"
+
+
+class Decision(StrEnum):
+    retry = "retry"
+    skip = "skip"
+    rollback = "rollback"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="run")(run)
+    app.command(name="approve")(approve)
+    app.command(name="resume")(resume)
+
+
+def run(
+    runbook: Annotated[Path, typer.Argument(help="The runbook to run.", show_default=False)],
+    variables: VarOption = None,
+    start: StartOption = None,
+    clock: Annotated[
+        ClockKind,
+        typer.Option(help="real: wall-clock time. virtual: a compressed rehearsal timeline."),
+    ] = ClockKind.real,
+    speed: Annotated[
+        float, typer.Option(help="With --clock virtual: how many times faster than real time.")
+    ] = 360.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Call only read-only checks; record what would change."),
+    ] = False,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (default: generated).")
+    ] = None,
+    auto_approve: Annotated[
+        bool,
+        typer.Option(
+            "--auto-approve",
+            help="Answer every gate as yourself, recorded as automatic. Demos and rehearsals only.",
+        ),
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run a runbook as a Prefect flow: on time, with retries, gates, rollback and
+    always-steps, journalled step by step.
+
+    A rehearsal is a run with --clock virtual (a six-hour window at --speed 360 takes
+    about a minute) against the simulator. Exit 0 when the run completed, 1 when it
+    failed (after its rollback and always steps ran), 2 for invalid input.
+    """
+    from cutbook.cli.view import terminal_observers
+    from cutbook.engine.launch import RunSettings, launch
+
+    loaded = load_runbook(runbook, variables)
+    when = parse_start(start, loaded.runbook)
+    if speed <= 0:
+        raise UsageError("--speed must be positive")
+    if auto_approve and clock is ClockKind.real and not dry_run:
+        err.print(
+            "warning: --auto-approve on a real-clock run answers every gate for you",
+            style="yellow",
+            markup=False,
+        )
+    settings = RunSettings(
+        data_dir=paths.data_dir(data_dir),
+        clock=clock.value,
+        speed=speed,
+        start=when,
+        dry_run=dry_run,
+        auto_approve=auto_approve,
+        run_id=run_id,
+    )
+    launched = launch(loaded, settings, observers=terminal_observers())
+    summary(launched)
+    if launched.outcome != "succeeded":
+        raise typer.Exit(1)
+
+
+def summary(launched: Launched) -> None:
+
+    if launched.session.runner is None:
+        return
+    counts = launched.counts()
+    parts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()))
+    style = "green" if launched.outcome == "succeeded" else "red"
+    out.print(f"outcome: {launched.outcome} ({parts})", style=style, markup=False)
+    if launched.failure:
+        out.print(f"reason: {launched.failure}", markup=False)
+    if launched.journal_path is not None:
+        out.print(f"journal: {launched.journal_path}", markup=False)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (id or unique prefix).")],
+    auto_approve: Annotated[
+        bool,
+        typer.Option("--auto-approve", help="Answer gates automatically (rehearsals only)."),
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Continue a run whose process died (kill -9, power loss) from its journal.
+
+    Steps and items recorded as done are not run again; a change with an intent but
+    no outcome is settled by its verification or applied again with the same
+    idempotency key; timing continues against the same window. Resumed past the point
+    of no return, the run rolls back unless an operator approves going on.
+    """
+    from cutbook.cli.view import terminal_observers
+    from cutbook.engine.launch import RunSettings, resume
+
+    settings = RunSettings(data_dir=paths.data_dir(data_dir), auto_approve=auto_approve)
+    launched = resume(run_id, settings, observers=terminal_observers())
+    summary(launched)
+    if launched.outcome != "succeeded":
+        raise typer.Exit(1)
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run id printed by cutbook run.")],
+    step: Annotated[str, typer.Argument(help="The gate or manual step being answered.")],
+    by: Annotated[str, typer.Option("--by", help="Your name, as listed in the gate's approvers.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Say no-go.")] = False,
+    decision: Annotated[
+        Decision | None,
+        typer.Option(help="For a failed step with on_failure: pause — retry, skip or rollback."),
+    ] = None,
+    comment: Annotated[str, typer.Option(help="Why; kept in the journal as evidence.")] = "",
+) -> None:
+    """Answer a go/no-go gate or manual step of a running run from a terminal.
+
+    The same answer can be given in the Prefect UI's form on the paused flow run.
+    """
+    from cutbook.engine.launch import answer_gate
+
+    choice: Choice = "reject" if reject else "approve"
+    if decision is not None:
+        choice = decision.value
+    said = answer_gate(run_id, step, choice=choice, by=by, comment=comment)
+    out.print(said, markup=False)

@@ -1,0 +1,142 @@
+"""Building adapter calls and retrying them.
+
+Only :class:`TransientError` is retried, with exponential backoff and full
+jitter through tenacity; a retry that would end past the step's timeout or
+the window is not started, and every failed attempt is journalled with what
+happens next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import structlog
+from pydantic import BaseModel
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from cutbook.adapter import Call, Result
+from cutbook.engine.gates import Gates
+from cutbook.engine.state import ItemState, RunState, item_field
+from cutbook.errors import TransientError
+from cutbook.journal.events import Event
+from cutbook.model import Step
+
+log = structlog.get_logger("cutbook.engine")
+
+
+class Calls:
+    def __init__(self, run: RunState, gates: Gates) -> None:
+        self.run = run
+        self.gates = gates
+
+    def key(self, step: Step, item: ItemState, phase: str) -> str:
+        """Stable across retries and resumes of the same run, step, item and phase."""
+        raw = f"{self.run.opts.run_id}:{step.id}:{item.key}:{phase}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    def make(
+        self,
+        step: Step,
+        item: ItemState,
+        action: str,
+        args: BaseModel,
+        phase: str,
+        prior: Result | None = None,
+    ) -> Call:
+        timeout = self.run.rb.timeout_of(step)
+        return Call(
+            action=action,
+            args=args,
+            run_id=self.run.opts.run_id,
+            step_id=step.id,
+            item_key=item_field(step, item),
+            # A check describes the change apply would make, so it carries apply's key.
+            idempotency_key=self.key(step, item, "apply" if phase in ("apply", "check") else phase),
+            clock=self.run.clock,
+            log=lambda msg: log.info(msg, step=step.id, item=item.key),
+            timeout=timeout.total_seconds() if timeout else None,
+            prior=prior,
+            confirm=lambda title, text: self.gates.confirm(step, title, text),
+            phase=phase,  # type: ignore[arg-type]
+        )
+
+    async def retrying(
+        self, step: Step, item: ItemState, phase: str, fn: Callable[[], Awaitable[Result]]
+    ) -> Result:
+        run = self.run
+        policy = run.rb.retries_of(step)
+        timeout = run.rb.timeout_of(step)
+        started = time.monotonic()
+        planned: dict[int, float] = {}
+
+        def delay_for(state: RetryCallState) -> float:
+            # tenacity asks for the delay twice (stop, then wait): draw the jitter once.
+            n = state.attempt_number
+            if n not in planned:
+                base = policy.delay.total_seconds()
+                cap = policy.max_delay.total_seconds()
+                if policy.backoff == "exponential":
+                    ceiling = min(cap, base * (2 ** (n - 1)))
+                    d = random.uniform(0, ceiling)  # full jitter
+                elif policy.backoff == "fixed":
+                    d = base
+                else:
+                    d = 0.0
+                exc = state.outcome.exception() if state.outcome else None
+                if isinstance(exc, TransientError) and exc.retry_after is not None:
+                    d = max(d, exc.retry_after)
+                planned[n] = d
+            return planned[n]
+
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            n = state.attempt_number
+            d = delay_for(state)
+            reason = None
+            if n >= policy.attempts:
+                reason = f"gave up after {n} attempts"
+            elif (
+                timeout is not None
+                and (time.monotonic() - started) + run.clock.real_seconds(d)
+                >= timeout.total_seconds()
+            ):
+                reason = "no time left before the step's timeout for another attempt"
+            elif run.clock.now() + timedelta(seconds=d) >= run.window_end:
+                reason = "another attempt would end after the window"
+            run.journal.append(
+                Event.STEP_ATTEMPT,
+                step=step.id,
+                item=item_field(step, item),
+                phase=phase,
+                attempt=n,
+                error=str(exc),
+                transient=True,
+                next_delay_s=None if reason else round(d, 3),
+                gave_up=reason,
+            )
+            log.warning(
+                f"attempt {n} failed: {exc}"
+                + (f"; {reason}" if reason else f"; retrying in {d:.1f}s"),
+                step=step.id,
+                item=item.key,
+            )
+            return reason is not None
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop,
+            wait=delay_for,
+            sleep=run.clock.sleep,
+            reraise=True,
+        )
+        st = run.states[step.id]
+        async for attempt in retrying:
+            with attempt:
+                if phase == "apply":
+                    st.attempts += 1
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover

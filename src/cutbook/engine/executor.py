@@ -1,0 +1,172 @@
+"""Executing a step's change: fan-out, write-ahead intent, apply, verify.
+
+Every mutating call is journalled before (intent) and after (outcome), so a
+crash between the two leaves an *uncertain* item that a resume settles by
+reading back, never by guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cutbook.adapter import Result
+from cutbook.engine.calls import Calls
+from cutbook.engine.context import TemplateContext
+from cutbook.engine.restore import recovered_items
+from cutbook.engine.state import ItemState, RunState, StepFailed, item_field
+from cutbook.errors import AdapterError, PermanentError, TransientError, VerificationFailed
+from cutbook.journal.events import Event
+from cutbook.model import Step
+
+
+class Executor:
+    def __init__(self, run: RunState, context: TemplateContext, calls: Calls) -> None:
+        self.run = run
+        self.context = context
+        self.calls = calls
+
+    async def fan_out(self, step: Step) -> None:
+        """Run every item with the step's concurrency; fail the step if any item failed."""
+        run = self.run
+        st = run.states[step.id]
+        known = run.recovered.items.get(step.id) if run.recovered else None
+        st.items = recovered_items(step, known, self.context) if known else self.context.items(step)
+        if step.for_each is not None:
+            run.journal.append(Event.STEP_ITEMS, step=step.id, items=[i.key for i in st.items])
+        gate = asyncio.Semaphore(step.concurrency)
+        failures: list[str] = []
+
+        async def one(item: ItemState) -> None:
+            async with gate:
+                if item.status == "succeeded" and item.result is not None:
+                    return  # done before the interruption
+                if failures and run.rb.on_failure_of(step) != "continue":
+                    return
+                try:
+                    await self.item(step, item)
+                except (AdapterError, StepFailed) as exc:
+                    item.status = "failed"
+                    item.error = str(exc)
+                    failures.append(f"{item.key}: {exc}" if step.for_each else str(exc))
+
+        await asyncio.gather(*(one(i) for i in st.items))
+        st.collect_output()
+        if failures:
+            done = sum(1 for i in st.items if i.status == "succeeded")
+            prefix = (
+                f"{len(failures)} of {len(st.items)} items failed ({done} done); "
+                if step.for_each
+                else ""
+            )
+            raise StepFailed(prefix + "; ".join(failures[:3]) + (" …" if len(failures) > 3 else ""))
+
+    async def item(self, step: Step, item: ItemState) -> None:
+        assert step.target is not None and step.action is not None
+        run = self.run
+        adapter = run.adapters[step.target]
+        spec = adapter.actions[step.action]
+        args = self.context.args(spec.args, step.with_, self.context.of(item))
+        if run.opts.dry_run:
+            result = await adapter.check(self.calls.make(step, item, step.action, args, "check"))
+            item.result = result
+            item.status = "succeeded"
+            run.journal.append(
+                Event.STEP_OUTCOME,
+                step=step.id,
+                item=item_field(step, item),
+                phase="check",
+                ok=result.ok,
+                changed=result.changed,
+                summary=result.summary,
+            )
+            return
+        if item.status == "uncertain" and await self.already_applied(step, item):
+            return
+        call = self.calls.make(step, item, step.action, args, "apply")
+        if spec.mutating:  # write-ahead: the intent is durable before the change is tried
+            run.journal.append(
+                Event.STEP_INTENT,
+                step=step.id,
+                item=item_field(step, item),
+                phase="apply",
+                action=step.action,
+                target=step.target,
+                idempotency_key=call.idempotency_key,
+            )
+        item.status = "running"
+        result = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
+        item.result = result
+        run.journal.append(
+            Event.STEP_OUTCOME,
+            step=step.id,
+            item=item_field(step, item),
+            phase="apply",
+            ok=True,
+            changed=result.changed,
+            summary=result.summary,
+            output=dict(result.output),
+        )
+        await self.verify(step, item, result)
+        item.status = "succeeded"
+
+    async def already_applied(self, step: Step, item: ItemState) -> bool:
+        """An intent without an outcome: did the change land before the interruption?
+
+        Only an explicit read-back can say so; otherwise the item is applied again
+        with the same idempotency key, which an idempotent system answers as a replay.
+        """
+        if step.verify is None or step.verify.action is None:
+            return False
+        probe = Result(changed=True, summary="applied before the interruption")
+        try:
+            await self.verify(step, item, probe)
+        except (VerificationFailed, PermanentError, TransientError):
+            return False
+        item.result = probe
+        item.status = "succeeded"
+        self.run.journal.append(
+            Event.STEP_OUTCOME,
+            step=step.id,
+            item=item_field(step, item),
+            phase="apply",
+            ok=True,
+            changed=True,
+            summary=probe.summary,
+            recovered=True,
+        )
+        return True
+
+    async def verify(self, step: Step, item: ItemState, applied: Result) -> None:
+        """The step's own ``verify:`` read-back if it has one, else the adapter's verify."""
+        assert step.target is not None and step.action is not None
+        run = self.run
+        v = step.verify
+        if v is not None and v.action is not None:
+            adapter = run.adapters[v.target or step.target]
+            raw = dict(v.with_)
+            if v.expect is not None:
+                raw["expect"] = v.expect
+            args = self.context.args(
+                adapter.actions[v.action].args, raw, self.context.of(item, applied)
+            )
+            call = self.calls.make(step, item, v.action, args, "verify", prior=applied)
+            try:
+                result = await self.calls.retrying(
+                    step, item, "verify", lambda: adapter.apply(call)
+                )
+                ok, summary = result.ok, result.summary
+            except PermanentError as exc:
+                ok, summary = False, str(exc)
+        else:
+            adapter = run.adapters[step.target]
+            args = self.context.args(
+                adapter.actions[step.action].args, step.with_, self.context.of(item)
+            )
+            call = self.calls.make(step, item, step.action, args, "verify", prior=applied)
+            result = await self.calls.retrying(step, item, "verify", lambda: adapter.verify(call))
+            ok, summary = result.ok, result.summary
+        run.journal.append(
+            Event.STEP_VERIFIED, step=step.id, item=item_field(step, item), ok=ok, summary=summary
+        )
+        if not ok:
+            raise VerificationFailed(f"verification failed: {summary}")

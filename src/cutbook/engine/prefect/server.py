@@ -1,0 +1,113 @@
+"""The embedded Prefect server: one per data directory, on loopback, kept running.
+
+With ``PREFECT_API_URL`` set, cutbook uses that server as it is. Otherwise it
+starts (or reuses) ``prefect server start`` on 127.0.0.1:4200 with SQLite
+under ``<data-dir>/prefect``, detached, so the UI shows the run during and
+after it. Prefect's temporary per-process server is never used: it is slow,
+vanishes with the process and was seen to drop task-run records.
+
+Must be called before Prefect is imported, because Prefect reads these
+settings from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from cutbook.errors import EngineError
+
+DEFAULT_PORT = 4200
+
+
+def _healthy(api_url: str, timeout: float = 1.0) -> bool:
+    try:
+        return httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configure_environment() -> None:
+    """Settings every cutbook process wants from Prefect, whoever's server it uses."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cutbook")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
+
+
+def server_env(home: Path, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        }
+    )
+    return env
+
+
+def start_server(home: Path, port: int, *, wait: float = 90.0) -> subprocess.Popen[bytes]:
+    """Start ``prefect server start`` detached; return once /api/health answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    prefect = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    logfile = (home / "server.log").open("ab")
+    proc = subprocess.Popen(
+        cmd,
+        env=server_env(home, port),
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (home / "server.pid").write_text(str(proc.pid))
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log = home / "server.log"
+            raise EngineError(f"the Prefect server exited with {proc.returncode}; see {log}")
+        if _healthy(url):
+            return proc
+        time.sleep(0.3)
+    proc.terminate()
+    raise EngineError(f"the embedded Prefect server did not answer within {wait:.0f}s")
+
+
+def ensure_server(data_dir: Path) -> str:
+    """Point this process at a Prefect API and return its URL."""
+    configure_environment()
+    given = os.environ.get("PREFECT_API_URL")
+    if given:
+        if not _healthy(given, timeout=5.0):
+            raise EngineError(f"PREFECT_API_URL={given} does not answer /health")
+        return given
+    port = int(os.environ.get("CUTBOOK_PREFECT_PORT", DEFAULT_PORT))
+    url = f"http://127.0.0.1:{port}/api"
+    if not _healthy(url):
+        start_server((data_dir / "prefect").resolve(), port)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def use_running_server() -> str:
+    """Point this process at the server a run uses, without starting one (``approve``)."""
+    configure_environment()
+    return os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{DEFAULT_PORT}/api")
+
+
+def ui_url(api_url: str, flow_run_id: object) -> str:
+    base = api_url.rstrip("/").removesuffix("/api")
+    return f"{base}/runs/flow-run/{flow_run_id}"

@@ -1,0 +1,129 @@
+"""Undoing a failed night: every completed change, newest first, each journalled like apply.
+
+A step that failed midway sits where it ended in the completion order, and
+its applied items are undone like any other's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import structlog
+
+from cutbook.engine.calls import Calls
+from cutbook.engine.context import TemplateContext
+from cutbook.engine.state import ItemState, RunState, StepReport, StepState, item_field
+from cutbook.errors import AdapterError
+from cutbook.journal.events import Event
+from cutbook.model import Step
+
+log = structlog.get_logger("cutbook.engine")
+
+
+class Rollback:
+    def __init__(self, run: RunState, context: TemplateContext, calls: Calls) -> None:
+        self.run = run
+        self.context = context
+        self.calls = calls
+
+    async def all(self) -> None:
+        run = self.run
+        todo = [sid for sid in reversed(run.completed) if self.needed(run.states[sid])]
+        run.journal.append(Event.ROLLBACK_STARTED, reason=run.failure, steps=todo)
+        log.warning(f"rolling back {len(todo)} step(s): {', '.join(todo) or 'none'}")
+        ok = True
+        for sid in todo:
+            report = await run.bridge.task(f"rollback-{sid}", functools.partial(self.step, sid))
+            ok = ok and report.status == "rolled_back"
+        run.journal.append(Event.ROLLBACK_FINISHED, ok=ok)
+
+    def needed(self, st: StepState) -> bool:
+        """Only reversible changes that actually changed something and are not undone yet."""
+        step = st.step
+        if step.target is None or step.action is None or step.always or step.irreversible:
+            return False
+        spec = self.run.adapters[step.target].actions[step.action]
+        if not spec.mutating:
+            return False
+        if step.rollback is None and not spec.reversible:
+            return False
+        return any(
+            i.result is not None and i.result.changed and not i.rolled_back for i in st.items
+        )
+
+    async def step(self, sid: str) -> StepReport:
+        run = self.run
+        st = run.states[sid]
+        step = st.step
+        errors: list[str] = []
+        todo = [i for i in reversed(st.items) if i.result is not None and i.result.changed]
+        gate = asyncio.Semaphore(step.concurrency)
+
+        async def one(item: ItemState) -> None:
+            async with gate:
+                try:
+                    await self.item(step, item)
+                except AdapterError as exc:
+                    errors.append(f"{item.key}: {exc}")
+                    run.journal.append(
+                        Event.STEP_OUTCOME,
+                        step=sid,
+                        item=item.key,
+                        phase="rollback",
+                        ok=False,
+                        changed=False,
+                        summary=str(exc),
+                    )
+
+        await asyncio.gather(*(one(i) for i in todo))
+        if errors:
+            st.error = (st.error or "") + "; rollback failed: " + "; ".join(errors[:3])
+            log.error(f"rollback incomplete: {'; '.join(errors[:3])}", step=sid)
+            return StepReport(sid, "failed", error=st.error)
+        st.status = "rolled_back"
+        self.context.invalidate()
+        run.journal.append(Event.STEP_FINISHED, step=sid, status="rolled_back", error=st.error)
+        log.info("rolled back", step=sid)
+        run.publish()
+        return StepReport(sid, "rolled_back")
+
+    async def item(self, step: Step, item: ItemState) -> None:
+        """The step's own ``rollback:`` action if it has one, else the adapter's rollback."""
+        assert step.target is not None and step.action is not None and item.result is not None
+        run = self.run
+        r = step.rollback
+        if r is not None and r.action is not None:
+            adapter = run.adapters[r.target or step.target]
+            args = self.context.args(
+                adapter.actions[r.action].args, r.with_, self.context.of(item, item.result)
+            )
+            call = self.calls.make(step, item, r.action, args, "rollback", prior=item.result)
+            action, fn = r.action, (lambda: adapter.apply(call))
+        else:
+            adapter = run.adapters[step.target]
+            args = self.context.args(
+                adapter.actions[step.action].args, step.with_, self.context.of(item)
+            )
+            call = self.calls.make(step, item, step.action, args, "rollback", prior=item.result)
+            action, fn = step.action, (lambda: adapter.rollback(call))
+        run.journal.append(
+            Event.STEP_INTENT,
+            step=step.id,
+            item=item_field(step, item),
+            phase="rollback",
+            action=action,
+            target=r.target if r and r.target else step.target,
+            idempotency_key=call.idempotency_key,
+        )
+        result = await self.calls.retrying(step, item, "rollback", fn)
+        item.rolled_back = True
+        run.journal.append(
+            Event.STEP_OUTCOME,
+            step=step.id,
+            item=item_field(step, item),
+            phase="rollback",
+            ok=True,
+            changed=result.changed,
+            summary=result.summary,
+        )

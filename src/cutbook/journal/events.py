@@ -1,0 +1,303 @@
+"""The journal's vocabulary: every event type cutbook writes, and the fields of each.
+
+Why an enum: the record format is the contract that must outlive every
+version of cutbook, so event names live in exactly one place and writers
+cannot invent a new one by typo. Why declared fields: :meth:`Journal.append`
+refuses a field no declaration names, so what a record may hold is written
+down here, next to its event, for the auditor and for every reader.
+
+Fields are all optional (``total=False``): readers must cope with records
+from older or foreign writers, and a writer may leave out what it does not
+know. A field that only older versions wrote stays declared, so the readers
+that still understand it have it on the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Final, Literal, TypedDict
+
+from cutbook.errors import JournalContractError
+
+
+class Event(StrEnum):
+    RUN_STARTED = "run.started"
+    RUN_RESUMED = "run.resumed"
+    RUN_FLOW = "run.flow"
+    STEP_WAITING = "step.waiting"
+    STEP_STARTED = "step.started"
+    STEP_ITEMS = "step.items"
+    STEP_INTENT = "step.intent"
+    STEP_ATTEMPT = "step.attempt"
+    STEP_OUTCOME = "step.outcome"
+    STEP_VERIFIED = "step.verified"
+    STEP_DECISION = "step.decision"
+    STEP_FINISHED = "step.finished"
+    GATE_REQUESTED = "gate.requested"
+    GATE_ANSWERED = "gate.answered"
+    GATE_REFUSED = "gate.refused"
+    ROLLBACK_STARTED = "rollback.started"
+    ROLLBACK_FINISHED = "rollback.finished"
+    RUN_FINISHED = "run.finished"
+    JOURNAL_REPAIRED = "journal.repaired"
+
+
+StepStatus = Literal["succeeded", "failed", "skipped", "rolled_back", "dry_run"]
+RunOutcome = Literal["succeeded", "failed", "rolled_back", "aborted"]
+Phase = Literal["apply", "rollback", "verify", "check"]
+GateKind = Literal["gate", "manual", "failure"]
+
+
+class PlannedStep(TypedDict, total=False):
+    id: str
+    title: str
+    start: str
+    finish: str
+    critical: bool
+
+
+class Plan(TypedDict, total=False):
+    fits_window: bool
+    finish: str
+    point_of_no_return: str | None
+    steps: list[PlannedStep]
+
+
+# ---------------------------------------------------------------- run level
+
+
+class RunStarted(TypedDict, total=False):
+    runbook_name: str
+    runbook_path: str
+    runbook_sha256: str
+    runbook_text: str
+    variables: dict[str, Any]
+    started_by: str
+    host: str
+    versions: dict[str, Any]
+    window: dict[str, str]
+    timezone: str
+    clock: str
+    speed: float
+    dry_run: bool
+    auto_approve: bool
+    plan: Plan
+    flow_run_id: str | None  # before run.flow existed, the flow run was named here
+    flow_run_url: str | None
+
+
+class RunResumed(TypedDict, total=False):
+    by: str
+    host: str
+    flow_run_id: str | None
+    flow_run_url: str | None
+    previous_flow_runs: list[str]
+    reason: str
+    resumed_at: str
+    steps_done: list[str]
+
+
+class RunFlow(TypedDict, total=False):
+    """The Prefect flow run that carries this run: where to look in the UI."""
+
+    flow_run_id: str | None
+    flow_run_url: str | None
+
+
+class RunFinished(TypedDict, total=False):
+    outcome: RunOutcome
+    error: str | None
+    head_hmac: str  # added by the writer when it holds a key
+
+
+class JournalRepaired(TypedDict, total=False):
+    bytes: int
+    offset: int
+    fragment_sha256: str
+    reason: str
+
+
+# ---------------------------------------------------------------- steps
+
+
+class StepWaiting(TypedDict, total=False):
+    step: str
+    until: str
+
+
+class StepStarted(TypedDict, total=False):
+    step: str
+    attempt_round: int
+    items: list[Any]  # the items, when the writer knows them up front
+    at: str  # runbook-clock start, preferred to the host ``ts`` by reports
+    started: str
+
+
+class StepItems(TypedDict, total=False):
+    """The keys a fan-out step works through, in order."""
+
+    step: str
+    items: list[str]
+
+
+class StepIntent(TypedDict, total=False):
+    step: str
+    item: Any
+    phase: Phase
+    action: str
+    target: str
+    idempotency_key: str
+
+
+class StepAttempt(TypedDict, total=False):
+    step: str
+    item: Any
+    phase: Phase
+    attempt: int
+    error: str
+    transient: bool
+    next_delay_s: float | None
+    gave_up: str | None  # why no further attempt follows
+
+
+class StepOutcome(TypedDict, total=False):
+    step: str
+    item: Any
+    phase: Phase
+    ok: bool
+    changed: bool
+    summary: str
+    output: dict[str, Any]
+    recovered: bool  # settled on resume by reading back an uncertain change
+
+
+class StepVerified(TypedDict, total=False):
+    """The read-back after an apply: did the change take?"""
+
+    step: str
+    item: Any
+    ok: bool
+    summary: str
+
+
+class StepDecision(TypedDict, total=False):
+    """What a person chose after a step failed: retry, skip or roll back."""
+
+    step: str
+    by: str
+    decision: str
+    comment: str
+
+
+class StepFinished(TypedDict, total=False):
+    step: str
+    status: StepStatus
+    error: str | None
+    started: str
+    finished: str
+    summary: str
+
+
+# ---------------------------------------------------------------- gates
+
+
+class GateRequested(TypedDict, total=False):
+    step: str
+    kind: GateKind
+    title: str
+    approvers: list[str]
+    timeout_s: float | None
+
+
+class GateAnswered(TypedDict, total=False):
+    step: str
+    kind: GateKind
+    by: str
+    approved: bool
+    comment: str
+    auto: bool
+    decision: str | None
+
+
+class GateRefused(TypedDict, total=False):
+    """An answer from someone who may not decide, kept as evidence."""
+
+    step: str
+    by: str
+    reason: str
+
+
+# ---------------------------------------------------------------- rollback
+
+
+class RollbackStarted(TypedDict, total=False):
+    reason: str | None
+    steps: list[str]
+
+
+class RollbackFinished(TypedDict, total=False):
+    ok: bool
+
+
+FIELDS: Final[dict[Event, type]] = {
+    Event.RUN_STARTED: RunStarted,
+    Event.RUN_RESUMED: RunResumed,
+    Event.RUN_FLOW: RunFlow,
+    Event.STEP_WAITING: StepWaiting,
+    Event.STEP_STARTED: StepStarted,
+    Event.STEP_ITEMS: StepItems,
+    Event.STEP_INTENT: StepIntent,
+    Event.STEP_ATTEMPT: StepAttempt,
+    Event.STEP_OUTCOME: StepOutcome,
+    Event.STEP_VERIFIED: StepVerified,
+    Event.STEP_DECISION: StepDecision,
+    Event.STEP_FINISHED: StepFinished,
+    Event.GATE_REQUESTED: GateRequested,
+    Event.GATE_ANSWERED: GateAnswered,
+    Event.GATE_REFUSED: GateRefused,
+    Event.ROLLBACK_STARTED: RollbackStarted,
+    Event.ROLLBACK_FINISHED: RollbackFinished,
+    Event.RUN_FINISHED: RunFinished,
+    Event.JOURNAL_REPAIRED: JournalRepaired,
+}
+
+KNOWN_EVENTS: Final = frozenset(e.value for e in Event)
+"""Every event name this version understands, as the strings records hold."""
+
+RESERVED_FIELDS: Final = frozenset({"seq", "ts", "run_id", "event", "prev", "hash"})
+"""Set by the writer on every record; no event may declare or pass them."""
+
+
+def _names(declaration: Any) -> frozenset[str]:
+    """A TypedDict's field names (``Any``: typing has no type for "a TypedDict class")."""
+    return frozenset(declaration.__required_keys__ | declaration.__optional_keys__)
+
+
+DECLARED: Final[dict[Event, frozenset[str]]] = {e: _names(t) for e, t in FIELDS.items()}
+
+
+def check_record(event: str, names: Iterable[str]) -> Event:
+    """The event a writer asked for, or why it may not be written.
+
+    A plain string equal to an event's value is accepted (``Event`` is a
+    ``StrEnum``); anything else is a writer bug and raises
+    :class:`JournalContractError` before a byte is written.
+    """
+    names = frozenset(names)
+    clash = RESERVED_FIELDS & names
+    if clash:
+        raise JournalContractError(f"journal fields {sorted(clash)} are reserved")
+    try:
+        known = Event(event)
+    except ValueError:
+        raise JournalContractError(
+            f"{event!r} is not a journal event; declare it in cutbook.journal.events"
+        ) from None
+    undeclared = names - DECLARED[known]
+    if undeclared:
+        raise JournalContractError(
+            f"{known.value} has no field(s) {sorted(undeclared)}; declare them in "
+            f"cutbook.journal.events.{FIELDS[known].__name__}"
+        )
+    return known

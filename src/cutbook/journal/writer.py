@@ -1,0 +1,273 @@
+"""Writing a journal: append-only, hash-chained, fsync'd before the engine acts.
+
+Durability: each line is written with one ``os.write`` on an ``O_APPEND`` fd
+and ``os.fsync``'d before :meth:`Journal.append` returns, so the engine only
+acts after its intent is on disk. Any OS failure raises
+:class:`~cutbook.errors.JournalWriteError`: the run stops rather than carry on
+unrecorded. Everything appended passes through the :class:`Redactor` first,
+and must be an event with fields declared in :mod:`cutbook.journal.events`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from cutbook.errors import ChainBroken, JournalError, JournalWriteError
+from cutbook.journal._disk import fsync_dir
+from cutbook.journal.events import Event, check_record
+from cutbook.journal.index import INDEX_NAME, INDEXED, append_index, index_entry
+from cutbook.journal.records import (
+    GENESIS,
+    Record,
+    canonical,
+    check_line,
+    classify_fragment,
+    encode_line,
+    head_hmac,
+    jsonable,
+)
+from cutbook.journal.verify import make_anchor
+from cutbook.redact import Redactor
+
+_RUN_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Journal:
+    """An open journal for one run: append-only, fsync'd, hash-chained.
+
+    ``append`` holds a :class:`threading.Lock` for the whole write, so threads
+    and the event loop thread may share one instance.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        run_id: str,
+        fd: int,
+        *,
+        seq: int,
+        prev: str,
+        hmac_key: bytes | None,
+        redactor: Redactor | None,
+        now: Callable[[], datetime] | None,
+        fsync: bool,
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.redactor = redactor if redactor is not None else Redactor()
+        self._fd: int | None = fd
+        self._seq = seq
+        self._prev = prev
+        self._hmac_key = hmac_key
+        self._now = now or _utcnow
+        self._fsync = fsync
+        self._lock = threading.Lock()
+
+    # -- opening
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path | str,
+        run_id: str,
+        *,
+        hmac_key: bytes | None = None,
+        redactor: Redactor | None = None,
+        now: Callable[[], datetime] | None = None,
+        fsync: bool = True,
+    ) -> Journal:
+        """Start ``<directory>/<run_id>.jsonl``, or continue it if it exists."""
+        if not _RUN_ID.match(run_id) or run_id == INDEX_NAME.removesuffix(".jsonl"):
+            raise JournalError(f"{run_id!r} cannot be a run id (letters, digits, . _ - only)")
+        directory = Path(directory)
+        path = directory / f"{run_id}.jsonl"
+        try:
+            if path.exists() and path.stat().st_size > 0:
+                return cls.open(path, hmac_key=hmac_key, redactor=redactor, now=now, fsync=fsync)
+            made_dir = not directory.is_dir()
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if fsync:
+                fsync_dir(directory)
+                if made_dir:
+                    fsync_dir(directory.parent)
+        except OSError as exc:
+            raise JournalWriteError(f"cannot create journal {path}: {exc}") from exc
+        return cls(
+            path,
+            run_id,
+            fd,
+            seq=0,
+            prev=GENESIS,
+            hmac_key=hmac_key,
+            redactor=redactor,
+            now=now,
+            fsync=fsync,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        hmac_key: bytes | None = None,
+        redactor: Redactor | None = None,
+        now: Callable[[], datetime] | None = None,
+        fsync: bool = True,
+    ) -> Journal:
+        """Continue an existing chain (resume after a crash or a pause).
+
+        Checks the tail link (last two records and the record count), and cuts
+        away a torn final line left by a crash, recording the repair. Anything
+        else wrong raises :class:`ChainBroken`: a damaged journal is not
+        silently extended.
+        """
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JournalWriteError(f"cannot read journal {path}: {exc}") from exc
+        cut = data.rfind(b"\n") + 1
+        fragment = data[cut:]
+        if fragment and classify_fragment(fragment) == "tampered":
+            raise ChainBroken(f"{path}: the last line is damaged, not torn by a crash; run verify")
+        lines = data[:cut].split(b"\n")[:-1]
+        seq, prev, run_id = 0, GENESIS, path.stem
+        if lines:
+            last = check_line(lines[-1])
+            if last.record is None:
+                raise ChainBroken(f"{path}: line {len(lines)}: {last.problem}")
+            rec = last.record
+            expected_prev = GENESIS
+            if len(lines) > 1:
+                before = check_line(lines[-2])
+                if before.record is None:
+                    raise ChainBroken(f"{path}: line {len(lines) - 1}: {before.problem}")
+                expected_prev = before.record["hash"]
+            if rec.get("seq") != len(lines) - 1 or rec.get("prev") != expected_prev:
+                raise ChainBroken(f"{path}: the chain's tail does not link up; run verify")
+            seq, prev, run_id = len(lines), str(rec["hash"]), str(rec.get("run_id", run_id))
+        try:
+            if fragment:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, cut)
+                    if fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise JournalWriteError(f"cannot open journal {path} for append: {exc}") from exc
+        journal = cls(
+            path,
+            run_id,
+            fd,
+            seq=seq,
+            prev=prev,
+            hmac_key=hmac_key,
+            redactor=redactor,
+            now=now,
+            fsync=fsync,
+        )
+        if fragment:
+            journal.append(
+                Event.JOURNAL_REPAIRED,
+                bytes=len(fragment),
+                offset=cut,
+                fragment_sha256=hashlib.sha256(fragment).hexdigest(),
+                reason="torn last line left by a crash mid-write was cut away",
+            )
+        return journal
+
+    # -- writing
+
+    @property
+    def seq(self) -> int:
+        """The seq the next record will get."""
+        return self._seq
+
+    @property
+    def head(self) -> str:
+        """The hash the next record will chain to."""
+        return self._prev
+
+    def append(self, event: Event, **fields: Any) -> Record:
+        """Check, scrub, chain, write and fsync one record; return it once durable.
+
+        An event or field not declared in :mod:`cutbook.journal.events` raises
+        :class:`~cutbook.journal.events.JournalContractError` and writes nothing.
+        """
+        name = check_record(event, fields).value
+        clean = self.redactor.scrub(jsonable(fields))
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                raise JournalWriteError(f"journal {self.path} is closed")
+            if name == Event.RUN_FINISHED and self._hmac_key is not None and self._seq > 0:
+                clean["head_hmac"] = head_hmac(
+                    self._hmac_key, self.run_id, self._seq - 1, self._prev
+                )
+            ts = self._now().astimezone(UTC).isoformat(timespec="microseconds")
+            body_obj = {
+                **clean,
+                "seq": self._seq,
+                "ts": ts,
+                "run_id": self.run_id,
+                "event": name,
+                "prev": self._prev,
+            }
+            body = canonical(body_obj)
+            digest = hashlib.sha256(body).hexdigest()
+            line = encode_line(body, digest)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(f"short write: {written} of {len(line)} bytes")
+                if self._fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                raise JournalWriteError(
+                    f"journal {self.path}: could not write record {self._seq} "
+                    f"({name}): {exc}; stopping rather than acting unrecorded"
+                ) from exc
+            record = Record(self._seq, ts, self.run_id, name, self._prev, digest, clean)
+            self._seq += 1
+            self._prev = digest
+        if name in INDEXED:
+            append_index(self.path.parent, index_entry(record, self.path), fsync=self._fsync)
+        return record
+
+    def anchor(self) -> dict[str, Any]:
+        """The current head, to keep outside this machine (ticket, e-mail)."""
+        with self._lock:
+            if self._seq == 0:
+                raise JournalError(f"journal {self.path} has no records to anchor")
+            return make_anchor(self.run_id, self._seq - 1, self._prev, self._hmac_key)
+
+    def close(self) -> None:
+        """Release the fd; appending afterwards raises rather than write nowhere."""
+        with self._lock:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                try:
+                    os.close(fd)
+                except OSError as exc:
+                    raise JournalWriteError(f"closing journal {self.path}: {exc}") from exc
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

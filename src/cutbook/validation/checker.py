@@ -1,0 +1,116 @@
+"""The whole semantic pass over a parsed runbook, in the order the checks rely on.
+
+Shapes come first, then times and inputs, the step graph, targets, each step,
+and finally the policy warnings: each check may trust what the earlier ones
+established, and messages come out in the same order every time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cutbook import yamlsafe
+from cutbook.diagnostics import Diagnostic
+from cutbook.model import API_VERSION, Runbook, Step
+from cutbook.validation import dependencies, inputs, times
+from cutbook.validation.adapters import check_targets
+from cutbook.validation.loaded import LoadedRunbook
+from cutbook.validation.policies import check_policies
+from cutbook.validation.pydantic_errors import validate_model
+from cutbook.validation.report import Report
+from cutbook.validation.steps import check_step
+from cutbook.validation.wording import kind
+
+
+def check(
+    path: Path, name: str, doc: yamlsafe.Document, overrides: dict[str, Any]
+) -> tuple[LoadedRunbook | None, list[Diagnostic]]:
+    """Check ``doc`` (read from ``path``, shown as ``name``); every diagnostic, in order found.
+
+    The runbook is None when it is too broken to build; it may be built and
+    still have errors among the diagnostics.
+    """
+    report = Report(doc)
+    return _run(report, path, name, overrides), report.diags
+
+
+def _run(report: Report, path: Path, name: str, overrides: dict[str, Any]) -> LoadedRunbook | None:
+    """Stops early only where later checks would repeat an error or could not be trusted."""
+    raw = report.doc.data
+    if not isinstance(raw, dict):
+        what = "the file is empty" if raw is None else f"the file holds {kind(raw)}"
+        report.err((), f"{what}; a runbook is a mapping with apiVersion, name, window and steps")
+        return None
+    if raw.get("apiVersion") not in (None, API_VERSION):
+        report.err(
+            ("apiVersion",),
+            f"unknown apiVersion {raw.get('apiVersion')!r}; this cutbook reads {API_VERSION}",
+        )
+        return None
+    steps = _validate_steps(report, raw)
+    head = {k: v for k, v in raw.items() if k != "steps"}
+    if "steps" in raw:
+        # Step errors were reported above; a stand-in keeps the model from
+        # reporting them again (as a missing id) when no step was valid.
+        head["steps"] = [s for _, s in steps] or [Step(id="placeholder")]
+    rb = validate_model(report, Runbook, head, ())
+    if rb is None or not steps:
+        return None
+    rb.steps = [s for _, s in steps]
+    report.index = {s.id: i for i, s in reversed(steps)}
+    if not times.check_window(report, rb):
+        return None
+    vars_ = inputs.check_vars(report, rb, overrides)
+    data = inputs.check_data(report, rb, path.parent)
+    inputs.check_secrets(report, rb)
+    loaded = LoadedRunbook(
+        path=path,
+        display=name,
+        text="",
+        sha256="",
+        document=report.doc,
+        runbook=rb,
+        data=data,
+        vars=vars_,
+        item_counts={},
+    )
+    dependencies.check_unique_ids(report, rb, [i for i, _ in steps])
+    dependencies.check_depends_on(report, rb, {s.id for s in rb.steps} | _raw_ids(raw))
+    cyclic = dependencies.check_cycles(report, rb)
+    ancestors = {} if cyclic else dependencies.ancestors(rb)
+    times.check_at(report, rb)
+    check_targets(report, rb, loaded)
+    for step in rb.steps:
+        check_step(report, rb, step, loaded, ancestors)
+    check_policies(report, rb, loaded, ancestors)
+    return loaded
+
+
+def _validate_steps(report: Report, raw: dict[str, Any]) -> list[tuple[int, Step]]:
+    """Each valid step with its position in the file; invalid ones are reported and left out."""
+    items = raw.get("steps")
+    if items is None:
+        if "steps" in raw:
+            report.err(("steps",), "a runbook needs at least one step", key=True)
+        return []
+    if not isinstance(items, list):
+        report.err(("steps",), "steps must be a list of steps")
+        return []
+    if not items:
+        report.err(("steps",), "a runbook needs at least one step")
+    good = []
+    for i, item in enumerate(items):
+        step = validate_model(report, Step, item, ("steps", i))
+        if step is not None:
+            good.append((i, step))
+    return good
+
+
+def _raw_ids(raw: dict[str, Any]) -> set[str]:
+    """Ids written in the file, also of steps that failed validation."""
+    return {
+        s["id"]
+        for s in raw.get("steps") or []
+        if isinstance(s, dict) and isinstance(s.get("id"), str)
+    }

@@ -1,0 +1,66 @@
+"""Step ids and ``depends_on``: the graph every later check and the planner stand on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cutbook import graph
+from cutbook.model import Runbook
+from cutbook.validation.report import Report
+from cutbook.validation.wording import did_you_mean
+
+
+def check_unique_ids(report: Report, rb: Runbook, positions: list[int]) -> None:
+    """Ids name steps in ``depends_on`` and templates, so each must be used once.
+
+    ``positions`` gives each valid step's place among all steps in the file.
+    """
+    first: dict[str, int] = {}
+    for i, step in enumerate(rb.steps):
+        if step.id in first:
+            line = report.doc.locate(("steps", positions[first[step.id]], "id")).line
+            report.err(
+                ("steps", positions[i], "id"),
+                f"duplicate step id {step.id!r} (first at line {line})",
+            )
+        else:
+            first[step.id] = i
+
+
+def check_depends_on(report: Report, rb: Runbook, known: Iterable[str]) -> None:
+    """Each dependency must be another step, listed once.
+
+    ``known`` also holds ids of steps that failed validation, so a dependency on
+    them is not called unknown on top of their own error.
+    """
+    ids = set(known)
+    for step in rb.steps:
+        for j, dep in enumerate(step.depends_on):
+            path = report.step_path(step, "depends_on", j)
+            if dep == step.id:
+                report.err(path, f"step {step.id!r} depends on itself")
+            elif dep not in ids:
+                hint = did_you_mean(dep, ids)
+                report.err(path, f"step {step.id!r} depends on unknown step {dep!r}{hint}")
+            elif step.depends_on.index(dep) != j:
+                report.err(path, f"step {step.id!r} lists {dep!r} twice in depends_on")
+
+
+def check_cycles(report: Report, rb: Runbook) -> bool:
+    """Report one dependency cycle, at the step where it closes; whether there was one."""
+    cycle = graph.find_cycle(_dependencies(rb))
+    if cycle is None:
+        return False
+    where = report.step_path(rb.step(cycle[0]), "depends_on")
+    report.err(where, "dependency cycle: " + " → ".join(cycle))
+    return True
+
+
+def ancestors(rb: Runbook) -> dict[str, frozenset[str]]:
+    """The steps each step waits for, to tell which outputs it may read. Needs no cycle."""
+    return graph.ancestors(_dependencies(rb))
+
+
+def _dependencies(rb: Runbook) -> dict[str, list[str]]:
+    """Each step's dependencies, without those :func:`check_depends_on` reports as wrong."""
+    return {s.id: [d for d in s.depends_on if d in rb.steps_by_id and d != s.id] for s in rb.steps}
