@@ -64,6 +64,19 @@ class Calls:
             phase=phase,  # type: ignore[arg-type]
         )
 
+    def intend(self, step: Step, item: ItemState, call: Call, target: str | None) -> None:
+        """Write-ahead: the intent is durable before the change is tried, so a crash
+        in between leaves a record that resume settles instead of guessing."""
+        self.run.journal.append(
+            Event.STEP_INTENT,
+            step=step.id,
+            item=item_field(step, item),
+            phase=call.phase,
+            action=call.action,
+            target=target,
+            idempotency_key=call.idempotency_key,
+        )
+
     async def retrying(
         self, step: Step, item: ItemState, phase: str, fn: Callable[[], Awaitable[Result]]
     ) -> Result:

@@ -83,16 +83,8 @@ class Executor:
         if item.status == "uncertain" and await self.already_applied(step, item):
             return
         call = self.calls.make(step, item, step.action, args, "apply")
-        if spec.mutating:  # write-ahead: the intent is durable before the change is tried
-            run.journal.append(
-                Event.STEP_INTENT,
-                step=step.id,
-                item=item_field(step, item),
-                phase="apply",
-                action=step.action,
-                target=step.target,
-                idempotency_key=call.idempotency_key,
-            )
+        if spec.mutating:
+            self.calls.intend(step, item, call, step.target)
         item.status = "running"
         result = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
         item.result = result

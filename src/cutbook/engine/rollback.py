@@ -99,24 +99,16 @@ class Rollback:
                 adapter.actions[r.action].args, r.with_, self.context.of(item, item.result)
             )
             call = self.calls.make(step, item, r.action, args, "rollback", prior=item.result)
-            action, fn = r.action, (lambda: adapter.apply(call))
+            undo = adapter.apply  # the runbook's own undo is an ordinary action
         else:
             adapter = run.adapters[step.target]
             args = self.context.args(
                 adapter.actions[step.action].args, step.with_, self.context.of(item)
             )
             call = self.calls.make(step, item, step.action, args, "rollback", prior=item.result)
-            action, fn = step.action, (lambda: adapter.rollback(call))
-        run.journal.append(
-            Event.STEP_INTENT,
-            step=step.id,
-            item=item_field(step, item),
-            phase="rollback",
-            action=action,
-            target=r.target if r and r.target else step.target,
-            idempotency_key=call.idempotency_key,
-        )
-        result = await self.calls.retrying(step, item, "rollback", fn)
+            undo = adapter.rollback
+        self.calls.intend(step, item, call, r.target if r and r.target else step.target)
+        result = await self.calls.retrying(step, item, "rollback", lambda: undo(call))
         item.rolled_back = True
         run.journal.append(
             Event.STEP_OUTCOME,

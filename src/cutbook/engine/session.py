@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import ValidationError
 
-from cutbook import __version__, registry, templating
+from cutbook import __version__, paths, registry, templating
 from cutbook.adapter import Adapter, AdapterContext
 from cutbook.clock import RealClock, VirtualClock
 from cutbook.engine.observe import RunObserver, Watched
@@ -54,7 +54,7 @@ class RunSettings:
 
     @property
     def journal_dir(self) -> Path:
-        return Path(os.environ.get("CUTBOOK_JOURNAL_DIR") or self.data_dir / "journal")
+        return paths.journal_dir(self.data_dir)
 
 
 def new_run_id(name: str) -> str:

@@ -15,10 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
+from cutbook import paths
 from cutbook.engine.session import RunSettings
 from cutbook.validation import LoadedRunbook
-
-DEFAULT_DATA_DIR = ".cutbook"
 
 
 class FlowParameters(TypedDict):
@@ -87,7 +86,7 @@ def to_settings(parameters: Mapping[str, Any]) -> RunSettings:
         if name in given and name != "data_dir"
     }
     return RunSettings(
-        data_dir=Path(given.get("data_dir") or DEFAULT_DATA_DIR),
+        data_dir=paths.data_dir(Path(given["data_dir"]) if given.get("data_dir") else None),
         run_id=parameters.get("run_id") or None,
         **chosen,
     )
