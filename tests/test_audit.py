@@ -298,6 +298,29 @@ def test_unfinished_run_listed_by_scanning(tmp_path: Path) -> None:
     assert run.run_id == "half-run" and run.outcome is None
 
 
+def test_an_interrupted_run_is_listed_as_such_until_resumed(tmp_path: Path) -> None:
+    journal = Journal.create(tmp_path, "stopped-run")
+    journal.append("run.started", runbook_name="rb", timezone="UTC")
+    journal.append(
+        "run.interrupted",
+        signal="SIGTERM",
+        hard=False,
+        steps_done=["a"],
+        steps_in_flight=[],
+        changed=True,
+        resume_command="cutbook resume stopped-run",
+    )
+    (run,) = audit.list_runs(tmp_path, outcome="interrupted")
+    assert run.run_id == "stopped-run"
+    summary = summarize(journal.path)
+    assert summary.interrupted is not None and summary.interrupted["signal"] == "SIGTERM"
+    journal.append("run.resumed", by="ops")
+    journal.close()
+    assert audit.list_runs(tmp_path, outcome="interrupted") == []
+    (run,) = audit.list_runs(tmp_path, outcome="unfinished")
+    assert run.run_id == "stopped-run"
+
+
 def test_prefix_resolution(night: tuple[Path, Path]) -> None:
     jdir, path = night
     assert audit.resolve_run(jdir, "20250314") == path

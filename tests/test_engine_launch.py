@@ -51,6 +51,7 @@ def unusual_settings(tmp_path: Path, loaded: LoadedRunbook) -> RunSettings:
         speed=90.5,
         start=datetime(2025, 3, 21, 22, 30, tzinfo=loaded.runbook.zone),
         dry_run=True,
+        preflight=True,
         auto_approve=True,
         run_id="parity-night-1",
         started_by="ops-lead@bastion",

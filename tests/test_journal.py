@@ -92,7 +92,8 @@ def test_roundtrip_and_record_format(tmp_path: Path) -> None:
         assert hashlib.sha256(body.encode()).hexdigest() == digest
     result = verify(journal.path)
     assert result.ok and result.records == 2 and result.head_hash == second.hash
-    assert not result.complete and "without run.finished" in result.warnings[0]
+    assert not result.complete and not result.passed  # unfinished, no lock: fails
+    assert (result.problem or "").startswith("no run.finished: the run is still running")
 
 
 def test_reserved_fields_rejected(tmp_path: Path) -> None:
@@ -256,13 +257,16 @@ def test_append_after_close(tmp_path: Path) -> None:
 
 
 def test_torn_last_line_verifies_and_is_repaired(tmp_path: Path) -> None:
-    path = make_journal(tmp_path, 10)
+    path = make_journal(tmp_path, 11)
+    # A crash tears a line before run.finished: nothing is ever written after it.
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))
     good_size = path.stat().st_size
     partial = b'{"event":"step.outcome","item":{"office":"Kantor Bea Cuk'
     with open(path, "ab") as fh:
         fh.write(partial)
     result = verify(path)
     assert result.ok and result.torn_tail and result.records == 10
+    assert not result.passed  # intact, but a crashed run does not pass
     assert result.problem == (
         f"torn last line at byte {good_size}: the writer crashed mid-write; earlier records verify"
     )

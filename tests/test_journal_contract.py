@@ -226,7 +226,9 @@ def test_report_knows_cutbooks_own_events(tmp_path: Path) -> None:
 def test_report_still_lists_a_truly_unknown_event(tmp_path: Path) -> None:
     path = _engine_run(tmp_path)
     foreign_append(path, "x.custom", note="from another tool")
-    assert verify(path).ok
+    # Appended after run.finished: the chain links, but the verdict refuses it.
+    checked = verify(path)
+    assert not checked.ok and "x.custom after run.finished" in (checked.problem or "")
     assert summarize(path).unknown_events == {"x.custom": 1}
     for fmt in ("html", "md"):
         text = audit.report(tmp_path, "own-events", fmt)  # type: ignore[arg-type]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
@@ -227,3 +229,83 @@ def test_template_references_are_names_not_credentials() -> None:
     assert redactor.scrub_text(text) == text
     assert redactor.scrub_text('password: "hunter2-real"') == 'password: "***"'
     assert redactor.scrub_text("Authorization: Bearer abc.def.ghi") == "Authorization: ***"
+
+
+# --- Encoded forms: a target echoing a header or URL must not leak the secret through them.
+
+SECRET = "s3cr3t/Pa ss+wd"
+
+
+def _b64_forms(data: bytes) -> list[str]:
+    std = base64.b64encode(data).decode()
+    url = base64.urlsafe_b64encode(data).decode()
+    return [std, std.rstrip("="), url, url.rstrip("=")]
+
+
+@pytest.mark.parametrize("encoded", _b64_forms(SECRET.encode()))
+def test_base64_of_the_secret_all_alphabets_and_padding(encoded: str) -> None:
+    redactor = Redactor([SECRET], shapes=False)
+    assert redactor.scrub_text(f"echo [{encoded}] done") == f"echo [{PLACEHOLDER}] done"
+    assert redactor.contains_secret(encoded)
+
+
+@pytest.mark.parametrize("user", ["", "u", "ad", "admin", "service-account@corp"])
+def test_basic_auth_token_for_any_user_is_replaced_whole(user: str) -> None:
+    redactor = Redactor([SECRET], shapes=False)
+    for token in _b64_forms(f"{user}:{SECRET}".encode()):
+        out = redactor.scrub_text(f"you sent Basic {token}, thanks")
+        assert out == f"you sent Basic {PLACEHOLDER}, thanks", token
+
+
+@pytest.mark.parametrize("lead", [b"", b"x", b"xy", b"prefix-bytes "])
+def test_base64_of_longer_data_at_every_alignment(lead: bytes) -> None:
+    redactor = Redactor([SECRET], shapes=False)
+    token = base64.b64encode(lead + SECRET.encode() + b" and a tail").decode()
+    assert redactor.scrub_text(f"blob={token};") == f"blob={PLACEHOLDER};"
+
+
+def test_short_secret_found_by_decoding_candidate_tokens() -> None:
+    # 4-character secrets have base64 cores too short to match safely: decoding does it.
+    redactor = Redactor(["k9#z"], shapes=False)
+    token = base64.b64encode(b"user:k9#z").decode()
+    assert redactor.scrub_text(f"Basic {token}") == f"Basic {PLACEHOLDER}"
+    other = base64.b64encode(b"user:other").decode()
+    assert redactor.scrub_text(f"Basic {other} words everywhere") == (
+        f"Basic {other} words everywhere"
+    )
+
+
+@pytest.mark.parametrize("encoded", [quote(SECRET, safe=""), quote(SECRET), quote_plus(SECRET)])
+def test_percent_encoded_forms(encoded: str) -> None:
+    redactor = Redactor([SECRET], shapes=False)
+    assert redactor.scrub_text(f"GET /login?pw={encoded}&x=1") == f"GET /login?pw={PLACEHOLDER}&x=1"
+
+
+def test_json_escaped_forms() -> None:
+    secret = 'qu"ote\\é/x'
+    redactor = Redactor([secret], shapes=False)
+    for dumped in (json.dumps(secret), json.dumps(secret, ensure_ascii=False)):
+        assert redactor.scrub_text(f'{{"v": {dumped}}}') == f'{{"v": "{PLACEHOLDER}"}}'
+    escaped_slash = json.dumps(secret)[1:-1].replace("/", "\\/")
+    assert redactor.scrub_text(f'{{"v": "{escaped_slash}"}}') == f'{{"v": "{PLACEHOLDER}"}}'
+
+
+def test_ordinary_text_and_other_base64_are_left_alone() -> None:
+    redactor = Redactor([SECRET, "hunter2hunter2", "k9#z"], shapes=False)
+    texts = [
+        "The deployment configuration successfully applied to OU=Customs on db-01.internal",
+        "request_id=Ab12Cd34Ef56 sha256=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15",
+        "Basic " + base64.b64encode(b"admin:not-the-secret").decode(),
+        base64.urlsafe_b64encode(bytes(range(200))).decode(),
+        base64.b64encode(SECRET.encode()[:-3] + b"...").decode(),
+    ]
+    for text in texts:
+        assert redactor.scrub_text(text) == text
+        assert not redactor.contains_secret(text)
+
+
+def test_encodings_scrubbed_in_nested_data() -> None:
+    redactor = Redactor([SECRET])
+    token = base64.b64encode(f"svc:{SECRET}".encode()).decode()
+    out = redactor.scrub({"body": {"echo": [f"Basic {token}"]}, "url": quote_plus(SECRET)})
+    assert out == {"body": {"echo": [f"Basic {PLACEHOLDER}"]}, "url": PLACEHOLDER}

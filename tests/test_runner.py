@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -369,3 +369,29 @@ def test_observers_see_the_run_from_prepared_to_finished(tmp_path: Path) -> None
     changes = [what for kind, what in seen[2:-1] if kind == "changed"]
     assert ("one",) in changes and ("two",) in changes, "each step is seen while it runs"
     assert changes[-1] == (), "and once more when it is over"
+
+
+def test_on_the_real_clock_nothing_starts_before_the_window_opens(tmp_path: Path) -> None:
+    """A run started early waits for its window, visibly, even for steps without an `at`."""
+    path = tmp_path / "rb.yaml"
+    path.write_text(
+        HEADER + '  - {id: first, target: kv, action: set, with: {key: a, value: "1"}}\n',
+        encoding="utf-8",
+    )
+    loaded = load(path)
+    opens = datetime.now(loaded.runbook.zone).replace(microsecond=0) + timedelta(seconds=3)
+    session = Session(loaded, RunSettings(data_dir=tmp_path / "data", clock="real", start=opens))
+
+    async def go() -> Runner:
+        await session.prepare()
+        runner = session.runner_for(LocalBridge())
+        await session.finish(await runner.run())
+        return runner
+
+    runner = asyncio.run(go())
+    assert runner.outcome == "succeeded"
+    started = next(c[2] for c in STORE.calls if c[1] == "first")
+    assert started >= opens
+    assert session.journal is not None
+    waits = [r for r in read_records(session.journal.path) if r["event"] == "step.waiting"]
+    assert [(w["step"], datetime.fromisoformat(w["until"])) for w in waits] == [("first", opens)]

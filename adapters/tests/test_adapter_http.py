@@ -84,7 +84,22 @@ def test_check_describes_mutation_without_sending(sim: SimulatorProcess) -> None
     result = run(act(adapter(sim), "patch", args, phase="check"))
     assert result.changed and result.summary.startswith("would PATCH /catalogue/offices/13A2?dry=1")
     assert '{"name":"New"}' in result.summary
-    assert len(calls(sim)) == before
+    # Only a HEAD probe reached the target (reachable, credentials accepted), no change.
+    assert [c["method"] for c in calls(sim)[before:]] == ["HEAD"]
+    assert result.ok and result.output["probe_status"] is not None
+
+
+def test_check_blocks_when_the_target_refuses_or_is_gone(sim: SimulatorProcess) -> None:
+    rule = {"path": "/vnaccs/intake/stop", "status": 401, "error_rate": 1, "times": 1}
+    httpx.post(f"{sim.url}/admin/faults", json=rule).raise_for_status()
+    refused = run(act(adapter(sim), "post", {"path": "/vnaccs/intake/stop"}, phase="check"))
+    assert not refused.ok and "credentials refused (401)" in refused.summary
+    gone = HttpAdapter(
+        HttpConfig.model_validate({"base_url": f"http://127.0.0.1:{free_port()}"}),
+        make_context(()),
+    )
+    down = run(act(gone, "post", {"path": "/vnaccs/intake/stop"}, phase="check"))
+    assert not down.ok and "target unreachable" in down.summary
 
 
 def test_expect_mismatch_raises_in_apply_and_fails_verify(sim: SimulatorProcess) -> None:
@@ -171,3 +186,34 @@ def test_config_model_is_strict() -> None:
     assert cfg.timeout.total_seconds() == 120
     with pytest.raises(ValidationError):
         HttpAdapter.actions["post"].args.model_validate({"path": "/", "json": {}, "data": "x"})
+
+
+BENT_CODES = [
+    "../../../vnaccs/intake/start#",
+    "../../../vnaccs/intake/start",
+    "%2e%2e/%2E%2E/%2e%2e/vnaccs/intake/start",
+    "x#",
+    "",
+]
+
+
+@pytest.mark.parametrize("code", BENT_CODES)
+@pytest.mark.parametrize("phase", ["check", "apply"])
+def test_templated_value_cannot_bend_the_path(sim: SimulatorProcess, code: str, phase: str) -> None:
+    """A data value rendered into 'path' must not reach another endpoint (red-team finding)."""
+    from cutbook.templating import render
+
+    run(act(adapter(sim), "post", {"path": "/vnaccs/intake/stop"}))
+    before = len(calls(sim))
+    path = render("/catalogue/offices/{{ item.old_code }}/close", {"item": {"old_code": code}})
+    with pytest.raises(PermanentError, match="not sent"):
+        run(act(adapter(sim), "post", {"path": path}, phase=phase))
+    assert len(calls(sim)) == before
+    assert httpx.get(f"{sim.url}/vnaccs/intake").json()["state"] == "stopped"
+
+
+def test_plain_paths_and_full_urls_still_pass(sim: SimulatorProcess) -> None:
+    result = run(act(adapter(sim), "get", {"path": f"{sim.url}/vnaccs/intake"}))
+    assert result.output["status"] == 200
+    result = run(act(adapter(sim), "get", {"path": "vnaccs/intake", "params": {"a": "../x#"}}))
+    assert result.output["status"] == 200

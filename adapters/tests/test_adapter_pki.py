@@ -178,3 +178,53 @@ def test_unknown_owner_is_permanent_and_secrets_scrubbed(sim: SimulatorProcess) 
     with pytest.raises(PermanentError) as info:
         run(act(adapter(sim, [CANARY]), "reissue", args, phase="check"))
     assert "404" in str(info.value) and CANARY not in str(info.value)
+
+
+def test_a_resumed_apply_gets_back_what_rollback_needs(sim: SimulatorProcess) -> None:
+    """A process re-issued the unit and died before journalling the result; the resumed
+    process (a new adapter, the same key) gets each previous serial back from the CA's
+    stored replies, issues nothing, and its rollback restores the originals."""
+    owners = httpx.get(f"{sim.url}/edoc/owners", params={"unit": UNIT}).json()
+    args = {"unit": UNIT, "subject": {"O": NEW_NAME}}
+
+    async def go() -> None:
+        first = adapter(sim)
+        try:
+            lost = await act(first, "reissue_unit", args, idempotency_key="k-unit")
+            assert "replayed" not in lost.output
+        finally:
+            await first.aclose()
+        resumed = adapter(sim)
+        try:
+            again = await act(resumed, "reissue_unit", args, idempotency_key="k-unit")
+            assert again.output["replayed"] is True
+            assert again.output["certificates"] == lost.output["certificates"]
+            undone = await act(resumed, "reissue_unit", args, phase="rollback", prior=again)
+            assert len(undone.output["restored"]) == len(owners)
+        finally:
+            await resumed.aclose()
+        # A change that did not make the current certificate says it changed nothing.
+        other = adapter(sim)
+        try:
+            once = await act(other, "reissue", {"owner": OWNER, "subject": {"O": NEW_NAME}})
+            fresh = adapter(sim)
+            try:
+                unrelated = await act(
+                    fresh,
+                    "reissue",
+                    {"owner": OWNER, "subject": {"O": NEW_NAME}},
+                    idempotency_key="another-change",
+                )
+            finally:
+                await fresh.aclose()
+            assert once.changed and not unrelated.changed
+            assert unrelated.output["previous_serial"] is None
+        finally:
+            await other.aclose()
+
+    run(go())
+    for o in owners[1:]:
+        assert owner(sim, o["owner"])["current_serial"] == o["current_serial"]
+    for o in owners:
+        issued = httpx.get(f"{sim.url}/edoc/certificates", params={"owner": o["owner"]}).json()
+        assert len(issued) == (3 if o["owner"] == OWNER else 2)

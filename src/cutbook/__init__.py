@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "Confirmation": "cutbook.adapter",
     "Result": "cutbook.adapter",
     "TargetConfig": "cutbook.adapter",
+    "UrlPath": "cutbook.adapter",
     # errors: the class decides retry (Transient) versus fail (Permanent)
     "CutbookError": "cutbook.errors",
     "AdapterError": "cutbook.errors",
@@ -61,6 +62,7 @@ __all__ = [
     "Result",
     "TargetConfig",
     "TransientError",
+    "UrlPath",
     "VerificationFailed",
     "__version__",
     "auto_confirm",
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
         Confirmation,
         Result,
         TargetConfig,
+        UrlPath,
     )
     from cutbook.durations import Duration, format_duration, parse_duration
     from cutbook.errors import (

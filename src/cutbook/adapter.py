@@ -24,9 +24,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from functools import cached_property
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from cutbook.redact import Redactor
+
+_URL_PATH_MARK = {"cutbook": "url-path"}
+
+UrlPath = Annotated[str, Field(json_schema_extra=_URL_PATH_MARK)]
+"""An argument that is a URL path. The engine renders every ``{{ value }}`` in it as
+one percent-encoded segment, so data (an office code with a ``/`` or ``..`` in it)
+can never change which endpoint is called. ``{{ x | raw_path }}`` opts out for a
+value the runbook itself vouches for as a whole path."""
+
+
+def url_path_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The top-level fields of an argument model declared as :data:`UrlPath`."""
+    return frozenset(
+        name for name, f in model.model_fields.items() if f.json_schema_extra == _URL_PATH_MARK
+    )
 
 
 class Args(BaseModel):
@@ -176,9 +194,12 @@ class BaseAdapter:
     async def aclose(self) -> None:
         return None
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """The run's secrets, scrubbed in every encoding the engine's redactor knows
+        (base64, basic auth, percent- and JSON-escaped), not only as raw text."""
+        return Redactor(self.context.secret_values, shapes=False)
+
     def scrub(self, text: str) -> str:
-        """Replace every known secret value in ``text`` before it leaves the adapter."""
-        for value in self.context.secret_values:
-            if value:
-                text = text.replace(value, "***")
-        return text
+        """Replace every known secret in ``text`` before it leaves the adapter."""
+        return self.redactor.scrub_text(text)

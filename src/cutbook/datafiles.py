@@ -81,13 +81,9 @@ def _csv(path: Path, display: str) -> Records:
     numbered = [(n, line) for n, line in numbered if line.strip()]
     if not numbered:
         raise DataFileError(Location(display), "the CSV file has no header row")
-    reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)))
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise DataFileError(Location(display), f"invalid CSV: {exc}") from None
+    rows, starts = _rows(numbered, display)
     header = [h.strip() for h in rows[0]]
-    header_line = numbered[0][0]
+    header_line = starts[0]
     for col, name in enumerate(header, 1):
         if not name:
             raise DataFileError(
@@ -100,7 +96,7 @@ def _csv(path: Path, display: str) -> Records:
                 f"{header.index(name) + 1}",
             )
     records: Records = []
-    for (line_no, _), row in zip(numbered[1:], rows[1:], strict=False):
+    for line_no, row in zip(starts[1:], rows[1:], strict=True):
         if len(row) != len(header):
             raise DataFileError(
                 Location(display, line_no, 1),
@@ -108,6 +104,34 @@ def _csv(path: Path, display: str) -> Records:
             )
         records.append({h: v.strip() for h, v in zip(header, row, strict=True)})
     return records
+
+
+def _rows(numbered: list[tuple[int, str]], display: str) -> tuple[list[list[str]], list[int]]:
+    """Parse strictly, so a quote left open is an error, not a field that eats the file.
+
+    Also the file line each row starts on (a quoted field may span lines).
+    """
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)), strict=True)
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    read = 0
+    while True:
+        first = numbered[min(read, len(numbered) - 1)][0]
+        try:
+            row = next(reader)
+        except StopIteration:
+            return rows, starts
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                message = 'a quoted field starts on this row but its closing " is missing'
+                raise DataFileError(
+                    Location(display, first, 1), f"invalid CSV: {message}"
+                ) from None
+            where = numbered[max(reader.line_num - 1, 0)][0]
+            raise DataFileError(Location(display, where, 1), f"invalid CSV: {exc}") from None
+        read = reader.line_num
+        rows.append(row)
+        starts.append(first)
 
 
 def diagnostic(exc: DataFileError, runbook_location: Location, name: str) -> Diagnostic:

@@ -10,6 +10,7 @@ exit code, and never into a traceback::
     │   ├── RunbookLoadError        unreadable, unsafe or malformed YAML
     │   └── RunbookInvalid          loaded, but failed validation (carries diagnostics)
     ├── RegistryError               an adapter plugin is missing or failed to import
+    ├── LeaseHeld                   another live process holds the run or its estate (exit 2)
     ├── AdapterError                raised by adapters while acting
     │   ├── TransientError          safe to retry: timeouts, resets, 429/502/503/504
     │   └── PermanentError          never retried
@@ -63,6 +64,12 @@ class RunbookInvalid(RunbookError):
 
 
 class RegistryError(CutbookError):
+    exit_code = 2
+
+
+class LeaseHeld(CutbookError):
+    """Another live process holds the run's or the estate's lease: one actor at a time."""
+
     exit_code = 2
 
 

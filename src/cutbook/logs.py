@@ -5,9 +5,13 @@ the engine) → logger name, level, UTC timestamp → exceptions to text → the
 :class:`~cutbook.redact.Redactor` over every key and value (the message
 too) → one readable line handed to the stdlib logger ``cutbook``.
 
-Routing through stdlib ``cutbook`` is what lets Prefect (configured with
-``PREFECT_LOGGING_EXTRA_LOGGERS=cutbook``) put the same lines in its run log.
-Prefect attaches its handlers to ``cutbook`` itself, and records from child
+Routing through stdlib ``cutbook`` is what puts the same lines in the Prefect
+run log: during a run the Prefect bridge's reporter adds a handler there that
+only queues each line (a dead or slow server must never block one), and its
+own thread delivers them in batches; Prefect's own API log handler, which
+waits on the server at exit, is taken off ``cutbook`` for the run. Prefect
+(configured with ``PREFECT_LOGGING_EXTRA_LOGGERS=cutbook``) also attaches
+handlers to ``cutbook`` itself, and records from child
 loggers (``cutbook.engine``…) reach those handlers without passing the parent
 logger's filters, so plain stdlib records are scrubbed where they are *made*:
 a record factory wraps the current one for ``cutbook.*`` names. The same

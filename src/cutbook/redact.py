@@ -2,7 +2,10 @@
 
 Secrets are resolved at run time, so the :class:`Redactor` learns their values
 as they appear (:meth:`Redactor.add`) and replaces every occurrence with
-``***``. It also scrubs well-known credential shapes that nobody registered
+``***``, in the encodings a target may echo them back in too: percent-encoded (URLs,
+forms), JSON-escaped, and base64 in either alphabet, padded or not, alone or inside longer
+data such as the ``user:secret`` of a basic-auth header (the whole base64 token goes). It
+also scrubs well-known credential shapes that nobody registered
 (bearer tokens, ``Authorization:`` headers, ``password=`` values, JWTs, AWS
 access key ids, PEM private keys, passwords in URLs), because an adapter that
 echoes a response body should not be able to leak a token into the journal.
@@ -13,12 +16,15 @@ Scrubbing is applied *before* anything is serialised, so nothing downstream
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 PLACEHOLDER = "***"
 MIN_SECRET_LENGTH = 6
@@ -118,6 +124,89 @@ def _scrub_shapes(text: str) -> str:
     return _URL_USERINFO.sub(rf"\g<1>\g<2>:{PLACEHOLDER}@", text)
 
 
+CORE_FLOOR = 6
+"""The shortest base64 core matched as a substring: shorter ones (4-character secrets) would
+hit unrelated tokens, so those secrets are only found by decoding a whole candidate token."""
+
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_TO_STANDARD = str.maketrans("-_", "+/")
+_TO_URLSAFE = str.maketrans("+/", "-_")
+# A base64-looking run (either alphabet) of 8+ characters: "u:" plus a 4-character secret
+# is 8 characters of base64. Greedy, so every match starts where a run starts.
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+
+
+def _text_variants(value: str) -> set[str]:
+    """The secret as it appears inside URLs (quote, quote_plus) and JSON strings."""
+    variants = {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    for ensure_ascii in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ensure_ascii)[1:-1]
+        variants |= {escaped, escaped.replace("/", "\\/")}
+    return variants
+
+
+def _b64_cores(raw: bytes) -> tuple[set[str], bool]:
+    """The base64 characters that depend on ``raw`` alone, at each of the 3 byte alignments,
+    and whether all 3 are long enough to match on (else only decoding finds ``raw``).
+
+    Base64 of ``raw`` inside longer data (``user:secret``) is not a substring of base64 of
+    ``raw``, but one of these cores always is a substring of it, in either alphabet: so
+    basic-auth tokens are caught for any user name without decoding anything.
+    """
+    cores: set[str] = set()
+    complete = True
+    bits = 8 * len(raw)
+    for lead in range(3):
+        encoded = base64.b64encode(b"\0" * lead + raw + b"\0\0").decode("ascii")
+        first = -(-8 * lead // 6)
+        last = (8 * lead + bits - 6) // 6
+        core = encoded[first : last + 1]
+        if len(core) >= CORE_FLOOR:
+            cores |= {core, core.translate(_TO_URLSAFE)}
+        else:
+            complete = False
+    return cores, complete
+
+
+def _run_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a match to the whole base64 run around it, padding included."""
+    while start > 0 and text[start - 1] in _B64_ALPHABET:
+        start -= 1
+    size = len(text)
+    while end < size and text[end] in _B64_ALPHABET:
+        end += 1
+    pad = 0
+    while end < size and pad < 2 and text[end] == "=":
+        end, pad = end + 1, pad + 1
+    return start, end
+
+
+def _b64_decode(token: str) -> bytes | None:
+    """Decode a standard or URL-safe token, padded or not; None if it is not base64."""
+    body = token.rstrip("=").translate(_TO_STANDARD)
+    if len(body) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    """One consistent snapshot of what to scrub, swapped whole so readers need no lock."""
+
+    values: re.Pattern[str]
+    """Registered values and their URL/JSON forms, replaced where they stand."""
+    value_list: tuple[str, ...]
+    """The same, for a cheap ``in`` pre-check (much faster than a miss of the regex)."""
+    cores: tuple[str, ...]
+    """Base64 cores of the values; a hit redacts the whole base64 run around it."""
+    decoded: re.Pattern[bytes] | None
+    """Values as bytes, looked for in decoded base64 runs; only set when some value is too
+    short for its cores to be matched safely (cores cover every other case)."""
+
+
 def _normal_key(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
@@ -132,7 +221,9 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = (), *, shapes: bool = True) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._cores: set[str] = set()
+        self._uncovered = False
+        self._patterns: _Patterns | None = None
         self._shapes = shapes
         self.add(*secrets)
 
@@ -143,18 +234,26 @@ class Redactor:
         for value in values:
             if not isinstance(value, str) or len(value) < SCRUB_FLOOR:
                 continue
-            # The same secret as it appears inside URLs and JSON text.
-            for variant in (value, quote(value, safe=""), json.dumps(value)[1:-1]):
-                if len(variant) >= SCRUB_FLOOR:
-                    new.add(variant)
+            new |= {v for v in _text_variants(value) if len(v) >= SCRUB_FLOOR}
         if not new:
             return
         with self._lock:
             if new <= self._values:
                 return
             self._values |= new
+            for variant in new:
+                cores, complete = _b64_cores(variant.encode("utf-8"))
+                self._cores |= cores
+                self._uncovered |= not complete
             ordered = sorted(self._values, key=lambda v: (-len(v), v))
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            value_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            decoded = re.compile(b"|".join(re.escape(v.encode("utf-8")) for v in ordered))
+            self._patterns = _Patterns(
+                values=value_pattern,
+                value_list=tuple(ordered),
+                cores=tuple(sorted(self._cores)),
+                decoded=decoded if self._uncovered else None,
+            )
 
     @property
     def secret_count(self) -> int:
@@ -162,9 +261,9 @@ class Redactor:
 
     def scrub_text(self, text: str) -> str:
         """Scrub one string: registered values (longest first), then shapes."""
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(PLACEHOLDER, text)
+        patterns = self._patterns
+        if patterns is not None:
+            text = _scrub_values(patterns, text)
         if self._shapes:
             text = _scrub_shapes(text)
         return text
@@ -185,7 +284,7 @@ class Redactor:
         if obj is None or isinstance(obj, bool):
             return obj
         if isinstance(obj, int | float):
-            if self._pattern is not None and str(obj) in self._values:
+            if self._patterns is not None and str(obj) in self._values:
                 return PLACEHOLDER
             return obj
         if isinstance(obj, Mapping):
@@ -219,10 +318,52 @@ class Redactor:
         return obj if scrubbed == text else scrubbed
 
     def contains_secret(self, text: str) -> bool:
-        """True when ``text`` holds a registered value (used by tests and checks)."""
-        pattern = self._pattern
-        return pattern is not None and pattern.search(text) is not None
+        """True when ``text`` holds a registered value in any form it is scrubbed in
+        (used by tests and checks)."""
+        patterns = self._patterns
+        return patterns is not None and _scrub_values(patterns, text) != text
 
     def __call__(self, _logger: object, _method: str, event_dict: Any) -> Any:
         """Act as a structlog processor: scrub every key and value, message included."""
         return self._scrub(event_dict)
+
+
+def _scrub_values(patterns: _Patterns, text: str) -> str:
+    """Replace registered values, then any base64 run that encodes one (whole run)."""
+    if any(value in text for value in patterns.value_list):
+        text = patterns.values.sub(PLACEHOLDER, text)
+    present = [core for core in patterns.cores if core in text]
+    if present:
+        text = _redact_runs(text, present)
+    if patterns.decoded is None or _B64_RUN.search(text) is None:
+        return text
+    pieces: list[str] = []
+    last = 0
+    for match in _B64_RUN.finditer(text):
+        token = match.group()
+        if token.isalpha() and token[1:].islower():
+            continue  # an ordinary word, not an encoding
+        decoded = _b64_decode(token)
+        if decoded is None or patterns.decoded.search(decoded) is None:
+            continue
+        pieces += (text[last : match.start()], PLACEHOLDER)
+        last = match.end()
+    return "".join(pieces) + text[last:] if pieces else text
+
+
+def _redact_runs(text: str, cores: Iterable[str]) -> str:
+    """Replace every base64 run holding one of ``cores`` (all present in ``text``) with the
+    marker: replacing only the core would leave bits of the secret in its neighbours."""
+    spans: list[tuple[int, int]] = []
+    for core in cores:
+        at = text.find(core)
+        while at >= 0:
+            spans.append(_run_bounds(text, at, at + len(core)))
+            at = text.find(core, spans[-1][1])
+    pieces: list[str] = []
+    last = 0
+    for start, end in sorted(spans):
+        if start >= last:
+            pieces += (text[last:start], PLACEHOLDER)
+        last = max(last, end)
+    return "".join(pieces) + text[last:]

@@ -12,10 +12,11 @@ native value (a list for ``for_each``, a number for a port), like Ansible.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -35,11 +36,50 @@ class TemplateError(PermanentError):
     """A template failed while rendering at run time (undefined, sandbox, type)."""
 
 
+class RawPath(str):
+    """A value the runbook vouches for as a whole path (``{{ vars.prefix | raw_path }}``)."""
+
+    __slots__ = ()
+
+
+def _raw_path(value: object) -> RawPath:
+    return RawPath(str(value))
+
+
+def _path_segment(value: object) -> object:
+    """Data is data: a value rendered into a URL path is one segment, whatever it holds.
+
+    ``/``, ``..``, ``?``, ``#`` and ``%`` are percent-encoded, so an office code of
+    ``../../vnaccs/intake/start#`` names an office, never another endpoint.
+    """
+    if isinstance(value, RawPath):
+        return value
+    text = str(value)
+    if text in (".", ".."):  # unreserved, yet a whole segment of dots moves up the tree
+        return "%2E" * len(text)
+    return quote(text, safe="")
+
+
+def _new_environment(**options: Any) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, **options)
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+    env.filters["raw_path"] = _raw_path
+    return env
+
+
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
-    return env
+    return _new_environment()
+
+
+@lru_cache(maxsize=1)
+def path_environment() -> ImmutableSandboxedEnvironment:
+    """Like :func:`environment`, but every ``{{ value }}`` is one percent-encoded segment.
+
+    ``finalize`` applies only to what expressions output, never to the template's
+    literal text, so the slashes the runbook wrote stay slashes.
+    """
+    return _new_environment(finalize=_path_segment)
 
 
 def is_template(value: object) -> bool:
@@ -63,10 +103,19 @@ def _compiled_template(text: str) -> Any:
     return environment().from_string(text)
 
 
-def render_string(text: str, context: Mapping[str, Any]) -> Any:
+@lru_cache(maxsize=4096)
+def _compiled_path(text: str) -> Any:
+    return path_environment().from_string(text)
+
+
+def render_string(text: str, context: Mapping[str, Any], *, url_path: bool = False) -> Any:
+    """Render one string; ``url_path`` makes every inserted value a single path segment
+    (and the result always text)."""
     if not is_template(text):
         return text
     try:
+        if url_path:
+            return _compiled_path(text).render(**context)
         expr = _single_expression(text)
         if expr is not None:
             value = _compiled_expression(expr)(**context)
@@ -82,6 +131,19 @@ def render_string(text: str, context: Mapping[str, Any]) -> Any:
         raise TemplateError(f"template {text!r}: {exc.message}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
         raise TemplateError(f"template {text!r}: {type(exc).__name__}: {exc}") from None
+
+
+def render_args(
+    raw: Mapping[str, Any], context: Mapping[str, Any], url_paths: Collection[str] = ()
+) -> dict[str, Any]:
+    """An action's arguments: the top-level fields named in ``url_paths`` (see
+    :func:`cutbook.adapter.url_path_fields`) render as URL paths, the rest as usual."""
+    return {
+        k: render_string(v, context, url_path=True)
+        if k in url_paths and isinstance(v, str)
+        else render(v, context)
+        for k, v in raw.items()
+    }
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:

@@ -18,9 +18,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
-
-from cutbook import AdapterContext, AdapterError, BaseAdapter, Call, Result, TransientError
+from cutbook import AdapterError, BaseAdapter, Call, Result, TransientError
 
 SUMMARY_CHARS = 240
 """Summaries are one line in a table; the full detail is in ``output``."""
@@ -77,19 +75,12 @@ class ScrubbingAdapter(BaseAdapter):
             if name in cls.__dict__:
                 setattr(cls, name, _scrubbing(cls.__dict__[name]))
 
-    def __init__(self, config: BaseModel, context: AdapterContext) -> None:
-        super().__init__(config, context)
-        self._own_secrets: set[str] = set()
-
     def add_secrets(self, values: Iterable[str | None]) -> None:
-        self._own_secrets.update(v for v in values if v and len(v) >= 4)
+        """Secrets the adapter met itself (a password in a DSN), scrubbed like the run's."""
+        self.redactor.add(*(v for v in values if v))
 
     def scrub(self, text: str) -> str:
-        text = super().scrub(text)
-        # Longest first, so a secret containing another is replaced whole.
-        for value in sorted(self._own_secrets, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return _URL_USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+        return _URL_USERINFO.sub(r"\g<scheme>\g<user>:***@", super().scrub(text))
 
     def scrub_value(self, value: Any) -> Any:
         """Scrub every string inside a JSON-like value, keys included."""

@@ -8,10 +8,11 @@ itself: it classifies failures and lets the engine decide.
 from __future__ import annotations
 
 import asyncio
+import posixpath
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -25,6 +26,7 @@ from cutbook import (
     Result,
     TargetConfig,
     TransientError,
+    UrlPath,
 )
 from cutbook_adapters._common import (
     DEFAULT_MAX_BYTES,
@@ -109,7 +111,11 @@ class Expect(Args):
 
 
 class GetArgs(Args):
-    path: str = Field("", description="Path under base_url, or a full http(s) URL")
+    path: UrlPath = Field(
+        "",
+        description="Path under base_url, or a full http(s) URL; each templated value in it "
+        "is one percent-encoded segment (use `| raw_path` for a value that is a whole path)",
+    )
     params: dict[str, ParamValue] = Field(default_factory=dict, description="Query parameters")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
     expect: Expect = Field(default_factory=Expect)
@@ -126,6 +132,26 @@ class BodyArgs(GetArgs):
         if self.json_ is not None and self.data is not None:
             raise ValueError("give 'json' or 'data', not both")
         return self
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` may not be what the runbook meant, or None.
+
+    Values are rendered into ``path`` before the adapter sees it, so a value such
+    as ``../../vnaccs/intake/start#`` would move the request to another endpoint.
+    A ``.``/``..`` segment (also percent-encoded), a ``#``, or a path that
+    normalises to something else (an empty segment) is refused, never sent.
+    """
+    if "#" in path:
+        return "contains '#', which would cut the rest of the path off"
+    local = urlsplit(path).path
+    for segment in local.split("/"):
+        if unquote(segment).strip() in (".", ".."):
+            return f"has a {segment!r} segment, which would change the endpoint called"
+    inner = local.strip("/")
+    if inner and posixpath.normpath("/" + inner) != "/" + inner:
+        return "has an empty segment ('//'): is a templated value empty?"
+    return None
 
 
 def _spec(args: type[BaseModel], method: str, mutating: bool) -> ActionSpec:
@@ -198,8 +224,16 @@ class HttpAdapter(ScrubbingAdapter):
             raise PermanentError(f"http: no action {call.action!r}")
         return call.action.upper()
 
+    def _path(self, args: GetArgs) -> str:
+        """The path to request; a bent one stops the step before anything is sent."""
+        problem = path_problem(args.path)
+        if problem is not None:
+            raise PermanentError(self.scrub(f"http: path {args.path!r} {problem}; not sent"))
+        return args.path
+
     def _url(self, args: GetArgs) -> str:
-        return str(self._get_client().build_request("GET", args.path, params=args.params).url)
+        path = self._path(args)
+        return str(self._get_client().build_request("GET", path, params=args.params).url)
 
     def _describe(self, method: str, args: GetArgs) -> str:
         shown = urlsplit(self._url(args))
@@ -211,8 +245,8 @@ class HttpAdapter(ScrubbingAdapter):
     async def _send(self, call: Call, method: str, args: GetArgs) -> httpx.Response:
         client = self._get_client()
         headers = dict(args.headers)
-        if self.actions[call.action].mutating:
-            headers["Idempotency-Key"] = call.idempotency_key
+        if self.actions[call.action].mutating and method not in ("GET", "HEAD"):
+            headers["Idempotency-Key"] = call.idempotency_key  # a probe must not claim the key
         body: dict[str, Any] = {}
         if isinstance(args, BodyArgs):
             if args.json_ is not None:
@@ -227,7 +261,7 @@ class HttpAdapter(ScrubbingAdapter):
             async with asyncio.timeout(limit):
                 return await client.request(
                     method,
-                    args.path,
+                    self._path(args),
                     params=args.params or None,
                     headers=headers,
                     timeout=limit,
@@ -306,8 +340,30 @@ class HttpAdapter(ScrubbingAdapter):
             body = " " + compact_json(args.json_)
         elif isinstance(args, BodyArgs) and args.data is not None:
             body = " " + compact_json(args.data)
-        summary = one_line(self.scrub(f"would {self._describe(method, args)}{body}"))
-        return Result(changed=True, summary=summary, output={"method": method})
+        summary = f"would {self._describe(method, args)}{body}"
+        status, problem = await self._probe(call, args)
+        summary += f" (target answers HEAD with {status})" if status else ""
+        if problem:
+            summary += f" — {problem}"
+        return Result(
+            changed=True,
+            ok=problem is None,
+            summary=one_line(self.scrub(summary)),
+            output={"method": method, "probe_status": status},
+        )
+
+    async def _probe(self, call: Call, args: GetArgs) -> tuple[int | None, str | None]:
+        """A HEAD to the change's URL: safe by HTTP's rules, and it proves the target is
+        reachable and accepts the credentials, which describing the change cannot."""
+        try:
+            resp = await self._send(call, "HEAD", GetArgs(path=args.path, params=args.params))
+        except TransientError as exc:
+            return None, f"target unreachable: {exc}"
+        except PermanentError as exc:
+            return None, str(exc)
+        if resp.status_code in (401, 403, 407):
+            return resp.status_code, f"credentials refused ({resp.status_code})"
+        return resp.status_code, None
 
     async def apply(self, call: Call) -> Result:
         method = self._method(call)

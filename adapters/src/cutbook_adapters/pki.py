@@ -6,6 +6,12 @@ has the CA sign it, checks the certificate locally (signature by the CA,
 issuer, validity, subject, public key) and only then makes it current.
 Rollback makes the previous certificate current again and revokes the new one.
 
+One change, one certificate: every request the adapter sends is keyed by the
+call's idempotency key (which names the change, not the attempt) and the owner.
+A retry in the same process resubmits the very same CSR, so the CA replays its
+answer; a resumed process that lost the key adopts the certificate an earlier
+attempt left issued but never made current, instead of issuing another.
+
 Private keys never leave memory unless ``key_dir`` is set; they are never
 logged or put in outputs.
 """
@@ -182,6 +188,9 @@ class PkiAdapter(ScrubbingAdapter):
         # Entries already changed per (run, step, item): a retried or failed
         # reissue_unit still knows what to report and what to roll back.
         self._progress: dict[tuple[str, str, str | None], dict[str, dict[str, Any]]] = {}
+        # The key pair and CSR of each (change, owner): a retry must resend the same
+        # bytes, or the CA would see a new request and issue a second certificate.
+        self._pending: dict[tuple[str, str], tuple[PrivateKey, str, Path | None]] = {}
 
     # -- HTTP ----------------------------------------------------------------------
 
@@ -285,19 +294,44 @@ class PkiAdapter(ScrubbingAdapter):
             problems.append(f"subject is {cert.subject.rfc4514_string()}")
         return problems
 
+    def _key_path(self, call: Call, owner: str) -> Path | None:
+        """Where key_dir keeps this change's key for ``owner`` (None without key_dir)."""
+        if self.cfg.key_dir is None:
+            return None
+        digest = hashlib.sha256(f"{call.idempotency_key}|{owner}".encode()).hexdigest()[:16]
+        return Path(self.cfg.key_dir) / f"{_safe_filename(owner)}-{digest}.key.pem"
+
+    async def _orphan(
+        self, call: Call, ca: x509.Certificate, owner: str, wanted: Mapping[str, str]
+    ) -> x509.Certificate | None:
+        """A certificate an interrupted attempt had issued for this change but not made
+        current: adopting it keeps one certificate per change across a resume.
+
+        Only without key_dir (the key lived in memory and went with the process, as
+        every key does there once the run ends); with key_dir the stored CSR replays.
+        """
+        body = await self._request(call, "GET", "certificates", params={"owner": owner})
+        if not isinstance(body, list):
+            return None
+        for record in reversed(body):
+            if not isinstance(record, Mapping) or record.get("status") != "issued":
+                continue
+            cert = _load_cert(record, f"certificate {record.get('serial')}")
+            if not self._problems(ca, cert, wanted):
+                call.log(f"pki: {owner}: adopting {record.get('serial')}, issued earlier")
+                return cert
+        return None
+
     def _new_key(self, call: Call, owner: str) -> tuple[PrivateKey, Path | None]:
         """A new key, or the one a previous attempt of this very call left in key_dir."""
-        path = None
-        if self.cfg.key_dir is not None:
-            digest = hashlib.sha256(f"{call.idempotency_key}|{owner}".encode()).hexdigest()[:16]
-            path = Path(self.cfg.key_dir) / f"{_safe_filename(owner)}-{digest}.key.pem"
-            if path.exists():
-                try:
-                    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-                except (OSError, ValueError) as exc:
-                    raise PermanentError(f"pki: cannot read key file {path}: {exc}") from exc
-                if isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-                    return loaded, path
+        path = self._key_path(call, owner)
+        if path is not None and path.exists():
+            try:
+                loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            except (OSError, ValueError) as exc:
+                raise PermanentError(f"pki: cannot read key file {path}: {exc}") from exc
+            if isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+                return loaded, path
         key: PrivateKey
         if self.cfg.key_type == "rsa-2048":
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -333,7 +367,32 @@ class PkiAdapter(ScrubbingAdapter):
             csr_path.write_text(text)
         return text
 
-    async def _reissue_one(self, call: Call, owner: str, subject: UnitSubject) -> dict[str, Any]:
+    async def _made_current_earlier(self, call: Call, owner: str, serial: str | None) -> str | None:
+        """The serial this change replaced, when an earlier attempt (maybe in a process
+        that died) made ``serial`` current; None when this change did not.
+
+        The "make current" request is sent again under the key that attempt used: the
+        CA replays its stored reply, whose ``before`` names the previous certificate.
+        Had this change not made it current, the request is a no-op and ``before`` is
+        ``serial`` itself.
+        """
+        if serial is None:
+            return None
+        body = await self._request(
+            call,
+            "POST",
+            f"owners/{quote(owner, safe=':')}/current",
+            json={"serial": serial},
+            key=f"{call.idempotency_key}:current:{owner}:{serial}",
+        )
+        before = body.get("before") if isinstance(body, Mapping) else None
+        previous = before.get("current_serial") if isinstance(before, Mapping) else None
+        return str(previous) if previous and previous != serial else None
+
+    async def _reissue_one(
+        self, call: Call, owner: str, subject: UnitSubject
+    ) -> tuple[dict[str, Any], bool]:
+        """The owner's entry, and whether this very call issued its certificate."""
         progress = self._progress.setdefault(_progress_key(call), {})
         ca = await self._ca_cert(call)
         current = await self._owner(call, owner)
@@ -342,29 +401,47 @@ class PkiAdapter(ScrubbingAdapter):
         if current.cert is not None and not self._problems(ca, current.cert, wanted):
             done = progress.get(owner)
             if done is not None and done.get("serial") == current.current_serial:
-                return done  # changed by an earlier attempt of this same call
-            return {
+                return done, False  # changed by an earlier attempt of this same call
+            serial = current.current_serial
+            previous = await self._made_current_earlier(call, owner, serial)
+            kept: dict[str, Any] = {
                 "owner": owner,
-                "serial": current.current_serial,
-                "previous_serial": None,
+                "serial": serial,
+                "previous_serial": previous,
                 "subject": shown,
-                "changed": False,
+                "changed": previous is not None,
             }
-        key, key_path = self._new_key(call, owner)
-        csr = self._csr(key, wanted, key_path)
-        fingerprint = hashlib.sha256(_spki(key.public_key())).hexdigest()[:16]
-        issued = await self._request(
-            call,
-            "POST",
-            "certificates",
-            json={"owner": owner, "csr": csr},
-            key=f"{call.idempotency_key}:issue:{owner}:{fingerprint}",
-        )
-        cert = _load_cert(issued, f"the certificate issued to {owner}")
-        serial = str(issued.get("serial") or format(cert.serial_number, "016X"))
-        problems = self._problems(ca, cert, wanted)
-        if _spki(cert.public_key()) != _spki(key.public_key()):
-            problems.append("public key is not the one in our CSR")
+            if previous is not None:
+                kept["not_after"] = current.cert.not_valid_after_utc.isoformat()
+                progress[owner] = kept
+            return kept, False
+        pending = self._pending.get((call.idempotency_key, owner))
+        adopted = None
+        if pending is None:
+            key_path = self._key_path(call, owner)
+            if key_path is None or not key_path.exists():
+                adopted = await self._orphan(call, ca, owner, wanted)
+        if adopted is not None:
+            cert, serial, key_path = adopted, format(adopted.serial_number, "016X"), None
+            problems = self._problems(ca, cert, wanted)
+        else:
+            if pending is None:
+                key, key_path = self._new_key(call, owner)
+                pending = (key, self._csr(key, wanted, key_path), key_path)
+                self._pending[(call.idempotency_key, owner)] = pending
+            key, csr, key_path = pending
+            issued = await self._request(
+                call,
+                "POST",
+                "certificates",
+                json={"owner": owner, "csr": csr},
+                key=f"{call.idempotency_key}:issue:{owner}",
+            )
+            cert = _load_cert(issued, f"the certificate issued to {owner}")
+            serial = str(issued.get("serial") or format(cert.serial_number, "016X"))
+            problems = self._problems(ca, cert, wanted)
+            if _spki(cert.public_key()) != _spki(key.public_key()):
+                problems.append("public key is not the one in our CSR")
         if problems:
             raise PermanentError(
                 f"pki: certificate {serial} for {owner} rejected, not made current: "
@@ -388,8 +465,9 @@ class PkiAdapter(ScrubbingAdapter):
         if key_path is not None:
             entry["key_file"] = str(key_path)
         progress[owner] = entry
+        self._pending.pop((call.idempotency_key, owner), None)
         call.log(self.scrub(f"pki: {owner}: {current.current_serial} → {serial} ({shown})"))
-        return entry
+        return entry, adopted is None
 
     async def _owners_for(self, call: Call) -> tuple[list[str], UnitSubject]:
         args = call.args
@@ -429,8 +507,12 @@ class PkiAdapter(ScrubbingAdapter):
 
     async def apply(self, call: Call) -> Result:
         owners, subject = await self._owners_for(call)
-        entries = [await self._reissue_one(call, owner, subject) for owner in owners]
+        done = [await self._reissue_one(call, owner, subject) for owner in owners]
+        entries = [e for e, _ in done]
         changed = [e for e in entries if e["changed"]]
+        # Nothing issued by this call: the output is the change's own account, rebuilt
+        # from the CA's stored replies (how a resume gets back what rollback needs).
+        replayed = {"replayed": True} if not any(fresh for _, fresh in done) else {}
         if call.action == "reissue":
             e = entries[0]
             if e["changed"]:
@@ -440,11 +522,11 @@ class PkiAdapter(ScrubbingAdapter):
             return Result(
                 changed=bool(changed),
                 summary=one_line(self.scrub(summary)),
-                output=self.scrub_value(e),
+                output=self.scrub_value({**e, **replayed}),
             )
         assert isinstance(call.args, ReissueUnitArgs)
         summary = f"unit {call.args.unit}: re-issued {len(changed)} of {len(entries)} owner(s)"
-        output = {"unit": call.args.unit, "certificates": entries}
+        output = {"unit": call.args.unit, "certificates": entries, **replayed}
         return Result(
             changed=bool(changed), summary=self.scrub(summary), output=self.scrub_value(output)
         )

@@ -67,7 +67,10 @@ def verify_all(
 def anchor(journal_dir: Path | str, run_id: str, hmac_key: bytes | None = None) -> dict[str, Any]:
     """The verified head of a run, to paste into a ticket (see :func:`format_anchor`).
 
-    Refuses to anchor a chain that does not verify: that would vouch for it.
+    Refuses (:class:`ChainBroken`, exit 1) a chain that does not verify: that
+    would vouch for it. An intact run without run.finished (live, crashed or
+    cut: the anchor cannot tell) is anchored, marked ``"finished": False`` so
+    the output says so; the pasted line stays the head alone.
     """
     path = resolve_run(journal_dir, run_id)
     result = verify(path, hmac_key=hmac_key)
@@ -75,7 +78,10 @@ def anchor(journal_dir: Path | str, run_id: str, hmac_key: bytes | None = None) 
         raise ChainBroken(f"not anchoring a journal that fails verification: {result.problem}")
     if result.head_hash is None or result.head_seq is None:
         raise JournalError(f"{path} has no records to anchor")
-    return make_anchor(result.run_id or path.stem, result.head_seq, result.head_hash, hmac_key)
+    head = make_anchor(result.run_id or path.stem, result.head_seq, result.head_hash, hmac_key)
+    if not result.complete:
+        head["finished"] = False
+    return head
 
 
 _BULKY = frozenset({"runbook_text", "plan", "variables", "versions", "output"})
@@ -100,7 +106,7 @@ def show(
     redactor = redactor or Redactor()
     summary = summarize(path)
     tz = zone_of(summary.timezone)
-    mode = run_mode(summary.dry_run, summary.clock)
+    mode = run_mode(summary.dry_run, summary.clock, summary.preflight)
     out = [
         f"run {summary.run_id}  runbook {summary.runbook_name or '?'}  "
         f"sha256 {summary.runbook_sha256 or '?'}",

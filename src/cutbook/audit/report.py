@@ -141,7 +141,7 @@ def build_report(
             "clock": summary.clock,
             "speed": summary.speed,
             "dry_run": summary.dry_run,
-            "mode": run_mode(summary.dry_run, summary.clock),
+            "mode": run_mode(summary.dry_run, summary.clock, summary.preflight),
             "banner": _banner(summary),
             "window": summary.window,
             "versions": summary.versions,

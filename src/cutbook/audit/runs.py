@@ -24,7 +24,12 @@ from cutbook.journal import (
     read_records,
 )
 
-RUN_LEVEL: Final = (Event.RUN_STARTED, Event.RUN_RESUMED, Event.RUN_FINISHED)
+RUN_LEVEL: Final = (
+    Event.RUN_STARTED,
+    Event.RUN_RESUMED,
+    Event.RUN_INTERRUPTED,
+    Event.RUN_FINISHED,
+)
 """The records a listing needs: the rest of a journal is never parsed for it."""
 
 
@@ -47,8 +52,10 @@ def format_time(value: Any, tz: tzinfo) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S %z")[:-2] + ":" + local.strftime("%z")[-2:]
 
 
-def run_mode(dry_run: bool | None, clock: str | None) -> str:
+def run_mode(dry_run: bool | None, clock: str | None, preflight: bool | None = False) -> str:
     """Whether a run touched real systems at real time: said the same way everywhere."""
+    if preflight:
+        return "preflight"
     if dry_run:
         return "dry run"
     if not is_real_clock(clock):
@@ -68,6 +75,7 @@ class RunListing:
     outcome: str | None = None
     timezone: str | None = None
     dry_run: bool | None = None
+    preflight: bool | None = None
     clock: str | None = None
 
     @property
@@ -103,6 +111,7 @@ def _from_index(path: Path, entry: dict[str, Any]) -> RunListing:
         outcome=_opt_str(entry.get("outcome")),
         timezone=_opt_str(entry.get("timezone")),
         dry_run=dry_run if isinstance(dry_run, bool) else None,
+        preflight=entry.get("preflight") is True,
         clock=_opt_str(entry.get("clock")),
     )
 
@@ -119,9 +128,10 @@ def _scan(path: Path) -> RunListing:
         runbook=state.runbook_name,
         started_at=state.started_at,
         finished_at=state.finished_at,
-        outcome=state.outcome,
+        outcome=state.outcome or ("interrupted" if state.interrupted else None),
         timezone=state.timezone,
         dry_run=state.dry_run if state.started_record is not None else None,
+        preflight=state.preflight,
         clock=state.clock,
     )
 
@@ -179,7 +189,7 @@ def format_listing(runs: Sequence[RunListing]) -> str:
                 run.runbook or "?",
                 started.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if started else "?",
                 run.outcome or "unfinished",
-                run_mode(run.dry_run, run.clock),
+                run_mode(run.dry_run, run.clock, run.preflight),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cutbook import __version__
-from cutbook.cli import audit, demo, run, runbook
+from cutbook.cli import audit, demo, preflight, run, runbook
 from cutbook.cli.console import err, out
 from cutbook.errors import CutbookError
 
@@ -39,6 +39,7 @@ audit_app = typer.Typer(
 )
 app.add_typer(audit_app, name="audit")
 runbook.register(app)
+preflight.register(app)
 run.register(app)
 demo.register(app)
 audit.register(audit_app)

@@ -53,6 +53,7 @@ class Outcome(StrEnum):
     rolled_back = "rolled_back"
     aborted = "aborted"
     unfinished = "unfinished"
+    interrupted = "interrupted"
 
 
 def _dir(journal_dir: Path | None, data_dir: Path | None) -> Path:
@@ -136,9 +137,11 @@ def verify_command(
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Check a journal's hash chain. Exit 0 when intact; 1 naming the first bad record
-    on any edit, deletion, insertion, reordering or truncation. A torn last line from
-    a crash is reported as exactly that."""
+    """Check a journal's hash chain. Exit 0 when intact and ended by run.finished;
+    1 naming the first bad record on any edit, deletion, insertion, reordering,
+    record after run.finished, missing or bad HMAC, anchor mismatch or truncation
+    (no run.finished, unless RUN.lock says the run is live). A torn last line from
+    a crash is reported as exactly that, and also exits 1."""
     from cutbook.audit import verify_all, verify_run
 
     folder = _dir(journal_dir, data_dir)
@@ -154,7 +157,7 @@ def verify_command(
     bad = 0
     for run_id, result in results:
         typer.echo(f"{run_id}: {result.describe()}")
-        bad += 0 if result.ok else 1
+        bad += 0 if result.passed else 1
     if not results:
         typer.echo("no journals found")
     if bad:
@@ -189,9 +192,17 @@ def anchor_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Print the journal's head (sequence and hash, HMAC-signed with a key) to keep
-    outside cutbook, in a ticket or an email: later it proves nothing was cut off."""
+    outside cutbook, in a ticket or an email: later it proves nothing was cut off.
+    Exit 1, anchoring nothing, if the journal fails verification. A run without
+    run.finished is anchored with a note saying it was unfinished."""
     from cutbook.audit import anchor
     from cutbook.journal import format_anchor
 
     head = anchor(_dir(journal_dir, data_dir), run, _key(key_file))
     typer.echo(json.dumps(head) if fmt is Fmt.json else format_anchor(head))
+    if head.get("finished") is False:
+        typer.echo(
+            f"note: run {head['run_id']} has no run.finished: this anchors an unfinished "
+            "run's head (live, crashed or cut); anchor again once it finishes",
+            err=True,
+        )

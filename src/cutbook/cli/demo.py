@@ -130,10 +130,10 @@ def _audit(data_dir: Path, run_id: str, console: Console) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(audit.report(journal_dir, run_id, "html"), encoding="utf-8")
     console.print(f"audit report: {report.resolve()}", markup=False)
-    verdict = "intact" if result.ok else f"BROKEN: {result.problem}"
+    verdict = "intact" if result.passed else f"BROKEN: {result.problem}"
     console.print(
         f"cutbook audit verify {run_id}: chain {verdict} ({result.records} records)",
-        style="green" if result.ok else "red",
+        style="green" if result.passed else "red",
         markup=False,
     )
-    return 0 if result.ok else 1
+    return 0 if result.passed else 1

@@ -73,7 +73,9 @@ def run(
 
     A rehearsal is a run with --clock virtual (a six-hour window at --speed 360 takes
     about a minute) against the simulator. Exit 0 when the run completed, 1 when it
-    failed (after its rollback and always steps ran), 2 for invalid input.
+    failed (after its rollback and always steps ran) or its journal could not be
+    written, 2 for invalid input or when the run or its estate is already being run,
+    130 / 143 when Ctrl-C / SIGTERM stopped it safely (resume it with cutbook resume).
     """
     from cutbook.cli.view import terminal_observers
     from cutbook.engine.launch import RunSettings, launch
@@ -99,13 +101,19 @@ def run(
     )
     launched = launch(loaded, settings, observers=terminal_observers())
     summary(launched)
-    if launched.outcome != "succeeded":
-        raise typer.Exit(1)
+    if launched.exit_code:
+        raise typer.Exit(launched.exit_code)
 
 
 def summary(launched: Launched) -> None:
-
+    """The outcome on stdout; a halted run's state and what to type next on stderr."""
     if launched.session.runner is None:
+        return
+    if launched.halted is not None:
+        lines = launched.session.halt_report()
+        err.print("cutbook: " + lines[0], style="yellow", markup=False)
+        for line in lines[1:]:
+            err.print(line, markup=False)
         return
     counts = launched.counts()
     parts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items()))
@@ -123,23 +131,33 @@ def resume(
         bool,
         typer.Option("--auto-approve", help="Answer gates automatically (rehearsals only)."),
     ] = False,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback",
+            help="Do not go on: finish the steps left in flight, undo what the run changed "
+            "(newest first), then run its always steps.",
+        ),
+    ] = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Continue a run whose process died (kill -9, power loss) from its journal.
+    """Continue a run that stopped without finishing (Ctrl-C, SIGTERM, kill -9, power
+    loss, a full disk) from its journal.
 
     Steps and items recorded as done are not run again; a change with an intent but
     no outcome is settled by its verification or applied again with the same
     idempotency key; timing continues against the same window. Resumed past the point
-    of no return, the run rolls back unless an operator approves going on.
+    of no return, the run rolls back unless an operator approves going on. A run that
+    is still running is refused (exit 2), naming its pid and host.
     """
     from cutbook.cli.view import terminal_observers
     from cutbook.engine.launch import RunSettings, resume
 
     settings = RunSettings(data_dir=paths.data_dir(data_dir), auto_approve=auto_approve)
-    launched = resume(run_id, settings, observers=terminal_observers())
+    launched = resume(run_id, settings, observers=terminal_observers(), rollback=rollback)
     summary(launched)
-    if launched.outcome != "succeeded":
-        raise typer.Exit(1)
+    if launched.exit_code:
+        raise typer.Exit(launched.exit_code)
 
 
 def approve(

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cutbook import templating
-from cutbook.adapter import Result
+from cutbook.adapter import Result, url_path_fields
 from cutbook.engine.state import ItemState, RunState
 from cutbook.errors import PermanentError
 from cutbook.model import Step
@@ -54,7 +54,7 @@ class TemplateContext:
         self, model: type[BaseModel], raw: Mapping[str, Any], ctx: Mapping[str, Any]
     ) -> BaseModel:
         """Render and validate; a bad argument is the runbook's fault, so never retried."""
-        rendered = templating.render(dict(raw), ctx)
+        rendered = templating.render_args(raw, ctx, url_path_fields(model))
         try:
             return model.model_validate(rendered)
         except ValidationError as exc:

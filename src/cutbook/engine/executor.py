@@ -13,6 +13,7 @@ from cutbook.adapter import Result
 from cutbook.engine.calls import Calls
 from cutbook.engine.context import TemplateContext
 from cutbook.engine.restore import recovered_items
+from cutbook.engine.resume import UnknownOutput
 from cutbook.engine.state import ItemState, RunState, StepFailed, item_field
 from cutbook.errors import AdapterError, PermanentError, TransientError, VerificationFailed
 from cutbook.journal.events import Event
@@ -106,6 +107,8 @@ class Executor:
 
         Only an explicit read-back can say so; otherwise the item is applied again
         with the same idempotency key, which an idempotent system answers as a replay.
+        A confirmed item also needs the apply's original output (rollback templates
+        such as ``output.json.before`` and later steps read it): see :meth:`recover`.
         """
         if step.verify is None or step.verify.action is None:
             return False
@@ -114,19 +117,53 @@ class Executor:
             await self.verify(step, item, probe)
         except (VerificationFailed, PermanentError, TransientError):
             return False
-        item.result = probe
+        result = await self.recover(step, item, probe)
+        item.result = result
         item.status = "succeeded"
+        extra = {"output_unknown": result.why} if isinstance(result, UnknownOutput) else {}
         self.run.journal.append(
             Event.STEP_OUTCOME,
             step=step.id,
             item=item_field(step, item),
             phase="apply",
             ok=True,
-            changed=True,
-            summary=probe.summary,
+            changed=result.changed,
+            summary=result.summary,
+            output=dict(result.output),
             recovered=True,
+            **extra,
         )
         return True
+
+    async def recover(self, step: Step, item: ItemState, probe: Result) -> Result:
+        """The original result of a change the read-back confirmed, or an honest blank.
+
+        The apply is sent again with its original idempotency key: a system that keeps
+        its answers per key (the http adapter's targets, the simulator) replays the
+        stored reply and says so (``output.replayed``), and that reply is the original
+        output. Any other answer may describe a second application (its ``before``
+        would be the new value), so it is not taken for the original: the item is
+        marked :class:`UnknownOutput` and rollback says it cannot undo it blind.
+        """
+        assert step.target is not None and step.action is not None
+        adapter = self.run.adapters[step.target]
+        why = "the system did not answer the replay with its stored reply"
+        try:
+            args = self.context.args(
+                adapter.actions[step.action].args, step.with_, self.context.of(item)
+            )
+            call = self.calls.make(step, item, step.action, args, "apply")
+            self.calls.intend(step, item, call, step.target)
+            replay = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
+        except AdapterError as exc:
+            replay, why = None, f"replaying the apply under its key failed: {exc}"
+        if replay is not None and replay.output.get("replayed") is True:
+            return Result(
+                changed=replay.changed,
+                summary=f"applied before the interruption; {replay.summary}",
+                output=replay.output,
+            )
+        return UnknownOutput(changed=probe.changed, summary=probe.summary, why=why)
 
     async def verify(self, step: Step, item: ItemState, applied: Result) -> None:
         """The step's own ``verify:`` read-back if it has one, else the adapter's verify."""

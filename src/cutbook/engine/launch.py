@@ -10,20 +10,31 @@ anything imports Prefect.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cutbook.engine.observe import RunObserver
 from cutbook.engine.prefect.secrets import PrefectSecrets
 from cutbook.engine.prefect.server import ensure_server, use_running_server
-from cutbook.engine.session import RunSettings, Session
-from cutbook.engine.state import Choice, Outcome
+from cutbook.engine.preflight import Preflight, StepCheck
+from cutbook.engine.session import EXIT_CODES, RunSettings, Session
+from cutbook.engine.state import Choice, Halt, Outcome
 from cutbook.logs import configure as configure_logs
 from cutbook.validation import LoadedRunbook, load
 
-__all__ = ["Launched", "RunObserver", "RunSettings", "answer_gate", "launch", "resume"]
+__all__ = [
+    "Launched",
+    "RunObserver",
+    "RunSettings",
+    "StepCheck",
+    "answer_gate",
+    "launch",
+    "preflight",
+    "resume",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,19 @@ class Launched:
     @property
     def failure(self) -> str | None:
         return self.session.runner.failure if self.session.runner else None
+
+    @property
+    def halted(self) -> Halt | None:
+        """Why the run stopped without finishing, left for resume (then ``outcome`` is None)."""
+        return self.session.halted
+
+    @property
+    def exit_code(self) -> int:
+        """0 succeeded; 130/143 stopped by SIGINT/SIGTERM (resumable); 1 anything else."""
+        halt = self.halted
+        if halt is not None and halt.signal is not None:
+            return EXIT_CODES.get(halt.signal, 1)
+        return 0 if self.outcome == "succeeded" else 1
 
     @property
     def journal_path(self) -> Path | None:
@@ -69,12 +93,44 @@ def launch(
 
 
 def resume(
-    run_id: str, settings: RunSettings, *, observers: Sequence[RunObserver] = ()
+    run_id: str,
+    settings: RunSettings,
+    *,
+    observers: Sequence[RunObserver] = (),
+    rollback: bool = False,
 ) -> Launched:
-    """Continue a run whose process died, from its journal (``settings`` gives the data
-    directory, who resumes and whether gates are auto-approved; the rest is the run's)."""
+    """Continue a run that stopped without finishing, from its journal (``settings`` gives
+    the data directory, who resumes and whether gates are auto-approved; the rest is the
+    run's). ``rollback``: undo what it changed and run its ``always`` steps instead."""
+    session = Session.resume(run_id, settings, secret_store=PrefectSecrets())
+    session.rollback_on_resume = rollback
     ensure_server(settings.data_dir)
-    return _execute(Session.resume(run_id, settings, secret_store=PrefectSecrets()), observers)
+    return _execute(session, observers)
+
+
+def preflight(
+    runbook: LoadedRunbook | Path,
+    settings: RunSettings,
+    *,
+    variables: Mapping[str, Any] | None = None,
+) -> tuple[Session, list[StepCheck]]:
+    """Check every step against the real targets now, changing nothing (see
+    :mod:`cutbook.engine.preflight`). Secrets come from the environment, else from
+    Prefect Secret blocks on the server ``PREFECT_API_URL`` names, as on the night."""
+    loaded = runbook if isinstance(runbook, LoadedRunbook) else load(runbook, overrides=variables)
+    settings = replace(settings, preflight=True, dry_run=True, clock="real", start=None)
+    store = PrefectSecrets() if os.environ.get("PREFECT_API_URL") else None
+    session = Session(loaded, settings, secret_store=store)
+    configure_logs(redactor=session.redactor)
+
+    async def go() -> list[StepCheck]:
+        await session.prepare()
+        return await Preflight(session).run()
+
+    try:
+        return session, asyncio.run(go())
+    finally:
+        session.release()
 
 
 def answer_gate(run_id: str, step: str, *, choice: Choice, by: str, comment: str = "") -> str:
@@ -88,12 +144,17 @@ def answer_gate(run_id: str, step: str, *, choice: Choice, by: str, comment: str
 def _execute(session: Session, observers: Sequence[RunObserver]) -> Launched:
     configure_logs(redactor=session.redactor)  # scrubs the secrets prepare() will learn
     session.observers.extend(observers)
-    return Launched(session, asyncio.run(_run(session)))
+    try:
+        return Launched(session, asyncio.run(_run(session)))
+    finally:
+        session.release()
 
 
 async def _run(session: Session) -> Outcome | None:
+    """Prepare and run; SIGINT/SIGTERM stop it safely from here on (see StopSignals)."""
     from cutbook.engine.prefect.flow import run_in_process
 
+    session.stop.arm()
     await session.prepare()
     await run_in_process(session)
     return session.runner.outcome if session.runner else None

@@ -25,6 +25,17 @@ from cutbook.journal.fold import ItemState, fold
 DONE = ("succeeded", "failed", "rolled_back", "skipped", "dry_run")
 
 
+@dataclass(frozen=True)
+class UnknownOutput(Result):
+    """A change known to have landed whose original result could not be got back.
+
+    Rollback must not guess what was there before: it undoes such an item only
+    when its undo needs no output, and otherwise says that it could not.
+    """
+
+    why: str = ""
+
+
 @dataclass
 class RecoveredItem:
     result: Result | None = None
@@ -53,8 +64,15 @@ class Recovered:
 
 def _item(state: ItemState) -> RecoveredItem:
     """An applied item keeps its result: rollback templates and later steps need it."""
-    result = None
-    if state.applied:
+    result: Result | None = None
+    if state.applied and state.output_unknown is not None:
+        result = UnknownOutput(
+            changed=state.changed,
+            summary=state.summary,
+            output=dict(state.output),
+            why=state.output_unknown,
+        )
+    elif state.applied:
         result = Result(changed=state.changed, summary=state.summary, output=dict(state.output))
     return RecoveredItem(result=result, uncertain=state.uncertain, rolled_back=state.rolled_back)
 

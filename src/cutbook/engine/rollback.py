@@ -1,7 +1,9 @@
 """Undoing a failed night: every completed change, newest first, each journalled like apply.
 
 A step that failed midway sits where it ended in the completion order, and
-its applied items are undone like any other's.
+its applied items are undone like any other's. The run is reported
+``rolled_back`` only when every change was undone; otherwise its failure names
+each step and item left in place, and why.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import structlog
 
 from cutbook.engine.calls import Calls
 from cutbook.engine.context import TemplateContext
+from cutbook.engine.resume import UnknownOutput
 from cutbook.engine.state import ItemState, RunState, StepReport, StepState, item_field
-from cutbook.errors import AdapterError
+from cutbook.errors import AdapterError, PermanentError
 from cutbook.journal.events import Event
 from cutbook.model import Step
 
@@ -26,6 +29,8 @@ class Rollback:
         self.run = run
         self.context = context
         self.calls = calls
+        self.left: dict[str, tuple[list[str], str]] = {}
+        """Per step: the items that could not be undone and the first reason."""
 
     async def all(self) -> None:
         run = self.run
@@ -37,6 +42,24 @@ class Rollback:
             report = await run.bridge.task(f"rollback-{sid}", functools.partial(self.step, sid))
             ok = ok and report.status == "rolled_back"
         run.journal.append(Event.ROLLBACK_FINISHED, ok=ok)
+        if not ok:
+            self.incomplete(todo)
+
+    def incomplete(self, todo: list[str]) -> None:
+        """Changes were left in place: the run must not be reported as rolled back."""
+        run = self.run
+        parts = []
+        for sid in todo:
+            if sid in self.left:
+                keys, why = self.left[sid]
+                which = f" item(s) {', '.join(keys)}" if keys else ""
+                parts.append(f"step {sid}{which} could not be undone: {why}")
+            elif run.states[sid].status != "rolled_back":
+                parts.append(f"step {sid} was not rolled back: {run.states[sid].error}")
+        detail = "rollback incomplete: " + "; ".join(parts)
+        run.failure = f"{run.failure}; {detail}" if run.failure else detail
+        run.rollback_incomplete = True  # the outcome is then failed, never rolled_back
+        log.error(detail)
 
     def needed(self, st: StepState) -> bool:
         """Only reversible changes that actually changed something and are not undone yet."""
@@ -57,7 +80,12 @@ class Rollback:
         st = run.states[sid]
         step = st.step
         errors: list[str] = []
-        todo = [i for i in reversed(st.items) if i.result is not None and i.result.changed]
+        failed: list[str] = []
+        todo = [
+            i
+            for i in reversed(st.items)
+            if i.result is not None and i.result.changed and not i.rolled_back
+        ]
         gate = asyncio.Semaphore(step.concurrency)
 
         async def one(item: ItemState) -> None:
@@ -66,10 +94,12 @@ class Rollback:
                     await self.item(step, item)
                 except AdapterError as exc:
                     errors.append(f"{item.key}: {exc}")
+                    if step.for_each is not None:
+                        failed.append(item.key)
                     run.journal.append(
                         Event.STEP_OUTCOME,
                         step=sid,
-                        item=item.key,
+                        item=item_field(step, item),
                         phase="rollback",
                         ok=False,
                         changed=False,
@@ -78,6 +108,7 @@ class Rollback:
 
         await asyncio.gather(*(one(i) for i in todo))
         if errors:
+            self.left[sid] = (sorted(failed), errors[0].split(": ", 1)[-1])
             st.error = (st.error or "") + "; rollback failed: " + "; ".join(errors[:3])
             log.error(f"rollback incomplete: {'; '.join(errors[:3])}", step=sid)
             return StepReport(sid, "failed", error=st.error)
@@ -93,14 +124,28 @@ class Rollback:
         assert step.target is not None and step.action is not None and item.result is not None
         run = self.run
         r = step.rollback
+        blind = item.result.why if isinstance(item.result, UnknownOutput) else None
         if r is not None and r.action is not None:
             adapter = run.adapters[r.target or step.target]
-            args = self.context.args(
-                adapter.actions[r.action].args, r.with_, self.context.of(item, item.result)
-            )
+            try:
+                args = self.context.args(
+                    adapter.actions[r.action].args, r.with_, self.context.of(item, item.result)
+                )
+            except PermanentError as exc:
+                if blind is None:
+                    raise
+                raise PermanentError(
+                    f"its apply's output was not recovered on resume ({blind}), and the "
+                    f"rollback needs it: {exc}"
+                ) from exc
             call = self.calls.make(step, item, r.action, args, "rollback", prior=item.result)
             undo = adapter.apply  # the runbook's own undo is an ordinary action
         else:
+            if blind is not None:
+                raise PermanentError(
+                    f"its apply's output was not recovered on resume ({blind}), and the "
+                    "adapter's rollback needs it"
+                )
             adapter = run.adapters[step.target]
             args = self.context.args(
                 adapter.actions[step.action].args, step.with_, self.context.of(item)

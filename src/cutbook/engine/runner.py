@@ -74,7 +74,8 @@ class Runner:
             self.restorer,
         )
 
-    async def run(self) -> Outcome:
+    async def run(self) -> Outcome | None:
+        """The outcome; ``None`` when the run halted and is left for resume."""
         return await self.scheduler.run_all()
 
     def restore(self, rec: Recovered) -> None:
@@ -95,4 +96,9 @@ class Runner:
 
     @property
     def failure(self) -> str | None:
+        """Why the run did not succeed; for a halted run, that it stopped and how to resume."""
+        halt = self.state.halted
+        if self.state.outcome is None and halt is not None:
+            why = f"stopped by {halt.detail}" if halt.cause == "signal" else halt.detail
+            return f"{why}; left for resume: cutbook resume {self.state.opts.run_id}"
         return self.state.failure

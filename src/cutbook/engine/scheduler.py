@@ -13,6 +13,8 @@ broad exceptions: an adapter bug must fail its step, not the night.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
@@ -23,8 +25,16 @@ from cutbook.engine.executor import Executor
 from cutbook.engine.gates import Gates, StartHold
 from cutbook.engine.restore import Restorer
 from cutbook.engine.rollback import Rollback
-from cutbook.engine.state import Outcome, Question, RunState, StepFailed, StepReport
-from cutbook.errors import AdapterError, GateRejected
+from cutbook.engine.state import (
+    Halt,
+    Outcome,
+    Question,
+    RunState,
+    StepFailed,
+    StepReport,
+    StepState,
+)
+from cutbook.errors import AdapterError, GateRejected, JournalWriteError
 from cutbook.journal.events import Event
 from cutbook.model import Step
 
@@ -50,19 +60,54 @@ class Scheduler:
         self.rollback = rollback
         self.restorer = restorer
         self._slots = asyncio.Semaphore(run.rb.concurrency)
+        self._inflight: set[asyncio.Task[Any]] = set()
+        run.cancel_inflight = self.cancel_inflight
 
-    async def run_all(self) -> Outcome:
+    async def run_all(self) -> Outcome | None:
+        """Run to an outcome; ``None`` if the run halted (a signal, an unwritable journal)
+        and is left for resume: then neither rollback nor ``always`` steps ran."""
         run = self.run
-        await self.restorer.check_resume_point()
+        if run.halted is not None:
+            return None  # stopped before it started
+        try:
+            asked = run.rollback_requested is None  # going back needs no "go on?" question
+            if asked and not await self._tracked(self.restorer.check_resume_point()):
+                return None
+            await self._main_loop()
+            if run.halted is not None:
+                return None
+            if run.rollback_requested is not None:
+                run.fail(run.rollback_requested, "rollback")
+            normal = [s for s in run.rb.steps if not s.always]
+            leftovers = [s.id for s in normal if run.states[s.id].status == "pending"]
+            if run.mode == "normal" and leftovers:
+                run.fail("steps could not run: " + ", ".join(leftovers), "abort")
+            if run.mode == "rollback" and not await self._tracked(self.rollback.all()):
+                return None
+            await self._run_always()
+            if run.halted is not None:
+                return None
+        except JournalWriteError as exc:
+            self._journal_failed(exc)
+            await self._drain()
+            return None
+        run.outcome = run.final_outcome()
+        return run.outcome
+
+    async def _main_loop(self) -> None:
+        """Start what is ready, settle what finishes; once halted, only let in-flight work end."""
+        run = self.run
         tasks: dict[str, asyncio.Task[StepReport]] = {}
         launched: set[str] = set()
         while True:
-            if run.mode == "normal":
+            if run.mode == "normal" and run.halted is None:
                 for step in run.rb.steps:
                     if step.id in launched or not self._ready(step):
                         continue
                     launched.add(step.id)
-                    tasks[step.id] = asyncio.create_task(self._launch(step), name=step.id)
+                    task = asyncio.create_task(self._launch(step), name=step.id)
+                    tasks[step.id] = task
+                    self._inflight.add(task)
                 self._skip_blocked()
             if not tasks:
                 break
@@ -70,23 +115,55 @@ class Scheduler:
             for finished in done:
                 sid = finished.get_name()
                 tasks.pop(sid)
+                self._inflight.discard(finished)
+                if finished.cancelled():
+                    continue  # a hard stop: left in flight for resume
+                exc = finished.exception()
+                if isinstance(exc, JournalWriteError):
+                    self._journal_failed(exc)
+                    continue
+                if exc is not None:
+                    raise exc
+                if run.halted is not None:
+                    continue  # no decisions, no rollback: resume takes it from here
                 await self._settle(sid, finished.result())
                 if run.states[sid].status == "pending" and run.mode == "normal":
                     launched.discard(sid)  # an operator chose to retry it
-        normal = [s for s in run.rb.steps if not s.always]
-        leftovers = [s.id for s in normal if run.states[s.id].status == "pending"]
-        if run.mode == "normal" and leftovers:
-            run.fail("steps could not run: " + ", ".join(leftovers), "abort")
-        if run.mode == "rollback":
-            await self.rollback.all()
-        await self._run_always()
-        run.outcome = run.final_outcome()
-        return run.outcome
+
+    async def _tracked(self, work: Coroutine[Any, Any, Any]) -> bool:
+        """Run ``work`` so a hard stop can cancel it; False if it was cancelled."""
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        try:
+            await asyncio.wait([task])
+        finally:
+            self._inflight.discard(task)
+        if task.cancelled():
+            return False
+        task.result()  # re-raises what it raised
+        return True
+
+    def cancel_inflight(self) -> None:
+        """Stop now: cancel every step, rollback or question in flight (their intents are
+        journalled, so resume settles each change by verification)."""
+        for task in list(self._inflight):
+            task.cancel()
+
+    async def _drain(self) -> None:
+        """After an unwritable journal: nothing in flight may act on; wait for it to end."""
+        self.cancel_inflight()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight))
+
+    def _journal_failed(self, exc: JournalWriteError) -> None:
+        self.run.halt(Halt("journal", str(exc)))
 
     def _ready(self, step: Step) -> bool:
         states = self.run.states
         if states[step.id].status != "pending":
             return False
+        if self.run.rollback_requested is not None and not states[step.id].items:
+            return False  # rolling back on resume: only settle what was left in flight
         deps = [states[d] for d in step.depends_on]
         return all(d.status in ("succeeded", "skipped", "dry_run") for d in deps)
 
@@ -152,21 +229,24 @@ class Scheduler:
         """Wait for the step's ``at`` and a free slot, then run it unless the night is over."""
         run = self.run
         st = run.states[step.id]
+        # The window is a hard boundary: nothing starts before it opens, `at` or not.
+        when = run.window_start
         if step.at is not None:
-            when = run.rb.resolve_at(step.at) + run.opts.shift
-            wait = (when - run.clock.now()).total_seconds()
-            if wait > 0:
-                st.status = "waiting"
-                local = when.astimezone(run.rb.zone)
-                log.info(
-                    f"waiting until {local:%H:%M} {local:%z}"[:-2] + f" ({format_duration(wait)})",
-                    step=step.id,
-                )
-                run.journal.append(Event.STEP_WAITING, step=step.id, until=when.isoformat())
-                run.publish()
-                if not await sleep_until(run.clock, when, stop=run.stopping):
-                    st.status = "pending"
-                    return StepReport(step.id, "pending")
+            when = max(when, run.rb.resolve_at(step.at) + run.opts.shift)
+        wait = (when - run.clock.now()).total_seconds()
+        if wait > 0:
+            st.status = "waiting"
+            local = when.astimezone(run.rb.zone)
+            what = "for the window to open at" if when == run.window_start else "until"
+            log.info(
+                f"waiting {what} {local:%H:%M} {local:%z}"[:-2] + f" ({format_duration(wait)})",
+                step=step.id,
+            )
+            run.journal.append(Event.STEP_WAITING, step=step.id, until=when.isoformat())
+            run.publish()
+            if not await sleep_until(run.clock, when, stop=run.stopping):
+                st.status = "pending"
+                return StepReport(step.id, "pending")
         async with self._slots:
             await self.hold.enter(step)
             if run.stopping():
@@ -195,7 +275,26 @@ class Scheduler:
             run.publish()
 
     async def step_body(self, step: Step) -> StepReport:
-        """The step boundary: whatever happens inside becomes this step's outcome."""
+        """The step boundary: whatever happens inside becomes this step's outcome.
+
+        Two things do not: a journal that cannot be written halts the run (nothing
+        may act unrecorded), and a cancellation while halting leaves the step in
+        flight, unrecorded as finished, for resume to settle from its intents.
+        """
+        run = self.run
+        st = run.states[step.id]
+        try:
+            return await self._step_body(step)
+        except JournalWriteError as exc:
+            self._journal_failed(exc)
+            return StepReport(step.id, st.status, error=str(exc))
+        except asyncio.CancelledError:
+            if run.halted is None:
+                raise
+            log.warning("step cancelled by a hard stop; left in flight for resume", step=step.id)
+            return StepReport(step.id, st.status, error="cancelled by a hard stop")
+
+    async def _step_body(self, step: Step) -> StepReport:
         run = self.run
         st = run.states[step.id]
         st.status = "running"
@@ -212,31 +311,39 @@ class Scheduler:
         except (AdapterError, GateRejected, StepFailed) as exc:
             st.status = "failed"
             st.error = str(exc)
+        except JournalWriteError:
+            raise  # not the step's failure: the run halts (see step_body)
         except asyncio.CancelledError:
-            st.status = "failed"
-            st.error = "cancelled"
+            if run.halted is None:  # halting leaves the step in flight, for resume
+                st.status = "failed"
+                st.error = "cancelled"
+                self._record_finished(st)
             raise
         except Exception as exc:  # the step boundary: an adapter bug fails its step, not the night
             st.status = "failed"
             st.error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("step crashed", step=step.id)
-        st.finished = run.clock.now()
-        st.summary = st.joined_summary()
-        self.context.invalidate()
-        run.journal.append(
-            Event.STEP_FINISHED,
-            step=step.id,
-            status=st.status,
-            error=st.error,
-            started=st.started.isoformat(),
-            finished=st.finished.isoformat(),
-            summary=st.summary,
-        )
+        self._record_finished(st)
         if st.status == "failed":
             log.error(f"step failed: {st.error}", step=step.id)
         else:
             log.info(f"step {st.status}", step=step.id, summary=st.summary)
         return StepReport(step.id, st.status, st.summary, st.error)
+
+    def _record_finished(self, st: StepState) -> None:
+        run = self.run
+        st.finished = run.clock.now()
+        st.summary = st.joined_summary()
+        self.context.invalidate()
+        run.journal.append(
+            Event.STEP_FINISHED,
+            step=st.step.id,
+            status=st.status,
+            error=st.error,
+            started=st.started.isoformat() if st.started else None,
+            finished=st.finished.isoformat(),
+            summary=st.summary,
+        )
 
     async def _run_always(self) -> None:
         """``always`` steps, in dependency order among themselves, whatever happened before."""
@@ -252,7 +359,9 @@ class Scheduler:
             if not ready:
                 ready = pending[:1]
             for step in ready:
+                if self.run.halted is not None:
+                    return
                 pending.remove(step)
                 await self.hold.enter(step)
-                await self._run_step(step)
+                await self._tracked(self._run_step(step))
                 done.add(step.id)

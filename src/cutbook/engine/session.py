@@ -7,10 +7,16 @@ never half-started. The flow then only executes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
+import hashlib
+import json
 import os
 import platform
 import secrets as pysecrets
+import signal
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -27,16 +33,22 @@ from cutbook.clock import RealClock, VirtualClock
 from cutbook.engine.observe import RunObserver, Watched
 from cutbook.engine.resume import Recovered, reconstruct
 from cutbook.engine.runner import Runner
-from cutbook.engine.state import Bridge, Outcome, RunOptions
-from cutbook.errors import RunbookError, UsageError
+from cutbook.engine.state import Bridge, Halt, Outcome, RunOptions
+from cutbook.errors import JournalWriteError, LeaseHeld, RunbookError, UsageError
 from cutbook.journal import Journal, read_records, resolve_run
 from cutbook.journal.events import Event
+from cutbook.journal.lease import Lease, estate_lock, holder, run_lock
 from cutbook.planning import Plan
 from cutbook.planning import plan as make_plan
 from cutbook.redact import MIN_SECRET_LENGTH, Redactor
 from cutbook.validation import LoadedRunbook, load
 
 log = structlog.get_logger("cutbook.engine")
+
+STOP_GRACE_ENV = "CUTBOOK_STOP_GRACE"
+"""Seconds (real time) a first SIGINT/SIGTERM lets changes in flight finish; default 30."""
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+"""128 + the signal's number, as shells report a process a signal stopped."""
 
 
 @dataclass
@@ -48,6 +60,8 @@ class RunSettings:
     speed: float = 360.0
     start: datetime | None = None
     dry_run: bool = False
+    preflight: bool = False
+    """A pre-flight check: read-only checks now, whatever the window; no estate lease."""
     auto_approve: bool = False
     run_id: str | None = None
     started_by: str = field(default_factory=lambda: f"{getpass.getuser()}@{platform.node()}")
@@ -143,6 +157,12 @@ class Session:
         self.runner: Runner | None = None
         self.recovered: Recovered | None = None
         self.observers: list[RunObserver] = []
+        self.leases: list[Lease] = []
+        self.fingerprint: str | None = None
+        """The estate this run acts on: runbook name and rendered targets, secrets scrubbed."""
+        self.stop = StopSignals(self)
+        self.rollback_on_resume = False
+        """``cutbook resume --rollback``: undo what changed instead of going on."""
 
     @classmethod
     def resume(
@@ -151,6 +171,9 @@ class Session:
         """A session that continues ``run_id`` from its journal, with the same runbook
         text (checked by hash), variables, window and clock."""
         path = resolve_run(settings.journal_dir, run_id)
+        live = holder(settings.journal_dir, path.stem)
+        if live is not None:
+            raise LeaseHeld(_still_running(path.stem, live.describe()))
         rec = reconstruct(read_records(path, skip_bad=True))
         started = rec.started
         runbook = Path(str(started.get("runbook_path", "")))
@@ -172,7 +195,7 @@ class Session:
         return session
 
     def check_window(self) -> None:
-        if self.clock.kind != "real" or self.recovered is not None:
+        if self.clock.kind != "real" or self.recovered is not None or self.settings.preflight:
             return
         end = self.loaded.runbook.window_end + self.shift
         if self.clock.now() >= end:
@@ -182,9 +205,11 @@ class Session:
             )
 
     async def prepare(self) -> None:
-        """Resolve secrets, build adapters, open the journal: all or nothing."""
+        """Take the run's lease, resolve secrets, build adapters, take the estate's lease,
+        open the journal: all or nothing, and one actor per run and per estate."""
         self.check_window()
         rb = self.loaded.runbook
+        self._take_run_lease()
         self.secrets = await resolve_secrets(rb.secrets, self.secret_store)
         self.redactor.add(*self.secrets.values())
         ctx = self.loaded.static_context(self.secrets)
@@ -193,6 +218,7 @@ class Session:
             log=lambda msg: log.info(msg),
             secret_values=frozenset(self.secrets.values()),
         )
+        rendered: dict[str, Any] = {}
         for name, spec in rb.targets.items():
             cls = self.loaded.adapters.get(name) or registry.load(spec.adapter)
             try:
@@ -207,6 +233,9 @@ class Session:
                 where = ".".join(str(p) for p in first["loc"])
                 raise RunbookError(f"target {name!r}: option {where}: {first['msg']}") from None
             self.adapters[name] = cls(config, context)  # type: ignore[call-arg]
+            rendered[name] = {"adapter": spec.adapter, "config": config.model_dump(mode="json")}
+        if not self.settings.preflight:  # reads only: it may check an estate a run holds
+            self._take_estate_lease(rendered)
         key = os.environ.get("CUTBOOK_JOURNAL_KEY")
         self.journal = Journal.create(
             self.settings.journal_dir,
@@ -218,6 +247,115 @@ class Session:
             self._record_started()
         for observer in self.observers:
             observer.run_prepared(self.run_id)
+
+    def _take_run_lease(self) -> None:
+        """One process per run; a fresh run never takes over another run's id."""
+        journal_dir = self.settings.journal_dir
+        try:
+            lease = Lease.acquire(
+                run_lock(journal_dir, self.run_id),
+                run_id=self.run_id,
+                runbook=self.loaded.runbook.name,
+                estate="",
+                what=f"run {self.run_id}",
+            )
+        except LeaseHeld as exc:
+            live = holder(journal_dir, self.run_id)
+            if self.recovered is not None and live is not None:
+                raise LeaseHeld(_still_running(self.run_id, live.describe())) from None
+            raise LeaseHeld(f"run id {self.run_id} is in use: {exc}") from None
+        self.leases.append(lease)
+        journal = journal_dir / f"{self.run_id}.jsonl"
+        if self.recovered is None and journal.exists():
+            raise UsageError(
+                f"run id {self.run_id} is taken: {journal} exists, and run ids are never "
+                f"reused. Pick another --run-id, or continue that run with "
+                f"cutbook resume {self.run_id}"
+            )
+
+    def _take_estate_lease(self, rendered: dict[str, Any]) -> None:
+        """One run per estate: same runbook, same rendered targets (secrets scrubbed)."""
+        name = self.loaded.runbook.name
+        body = json.dumps(
+            {"runbook": name, "targets": self.redactor.scrub(rendered)},
+            sort_keys=True,
+            default=str,
+        )
+        self.fingerprint = hashlib.sha256(body.encode()).hexdigest()[:16]
+        try:
+            self.leases.append(
+                Lease.acquire(
+                    estate_lock(self.settings.journal_dir, self.fingerprint),
+                    run_id=self.run_id,
+                    runbook=name,
+                    estate=self.fingerprint,
+                    what=f"the estate of runbook {name} (fingerprint {self.fingerprint})",
+                )
+            )
+        except LeaseHeld as exc:
+            raise LeaseHeld(
+                f"{exc}: one run per estate at a time. Wait for that run to end, or stop it "
+                "(Ctrl-C, or kill -TERM its pid) and continue it with cutbook resume"
+            ) from None
+
+    def release(self) -> None:
+        """Let the leases go (the kernel would at exit; a long-lived embedder needs this)."""
+        while self.leases:
+            self.leases.pop().release()
+
+    @property
+    def halted(self) -> Halt | None:
+        """Why the run stopped without finishing and is left for resume; None otherwise."""
+        runner = self.runner
+        if runner is None or runner.outcome is not None:
+            return None
+        return runner.state.halted
+
+    @property
+    def resume_command(self) -> str:
+        return f"cutbook resume {self.run_id}"
+
+    def halt_report(self) -> list[str]:
+        """What the operator must know after a halt: the estate's state and what to type."""
+        halt = self.halted
+        if halt is None or self.runner is None:
+            return []
+        state = self.runner.state
+        done = state.done()
+        flight = state.in_flight()
+        if halt.cause == "signal":
+            head = (
+                f"stopped by {halt.detail}; the run is left for resume: nothing was rolled "
+                "back and no always steps ran"
+            )
+        else:
+            head = f"stopped: {halt.detail}"
+        lines = [head, f"  completed: {', '.join(done) or 'none'}"]
+        if flight:
+            how = "cancelled" if halt.hard else "unfinished"
+            lines.append(
+                f"  in flight ({how}): {', '.join(flight)}; their intents are journalled "
+                "and resume settles each change by verification"
+            )
+        else:
+            lines.append("  in flight: none")
+        if state.changed():
+            lines.append(
+                "  the estate: changed; the run is past its first change (for the customs "
+                "runbook: intake is stopped until the run is resumed or rolled back)"
+            )
+        else:
+            lines.append("  the estate: unchanged (no change had been made)")
+        if halt.cause == "journal":
+            lines.append("  fix the journal's disk first (free space, permissions), then continue")
+        lines.append(f"  to continue: {self.resume_command}")
+        lines.append(
+            f"  to roll back instead: {self.resume_command} --rollback "
+            "(undoes what changed, then runs the always steps)"
+        )
+        if self.journal is not None:
+            lines.append(f"  journal: {self.journal.path}")
+        return lines
 
     @cached_property
     def forecast(self) -> Plan:
@@ -253,12 +391,23 @@ class Session:
         )
         if self.recovered is not None:
             self.runner.restore(self.recovered)
+            if self.rollback_on_resume:
+                self.runner.state.rollback_requested = (
+                    f"{self.settings.started_by} chose to roll back on resume (--rollback)"
+                )
+        self.stop.arm()  # the flow replaced SIGTERM's handler: ours again, inside the flow
+        self.stop.apply(self.runner)
         return self.runner
 
     def attach_flow_run(self, flow_run_id: str | None, ui: str | None) -> None:
         """Link this process's flow run to the journal (a resume makes a new one); the
         run starts from here, so observers hear of it."""
-        self._record_flow_run(flow_run_id, ui)
+        try:
+            self._record_flow_run(flow_run_id, ui)
+        except JournalWriteError as exc:
+            if self.runner is None:
+                raise
+            self.runner.state.halt(Halt("journal", str(exc)))
         if self.runner is not None:
             for observer in self.observers:
                 observer.run_started(self.runner.state, ui or flow_run_id)
@@ -305,22 +454,142 @@ class Session:
             clock=self.clock.kind,
             speed=self.clock.speed,
             dry_run=self.settings.dry_run,
+            **({"preflight": True} if self.settings.preflight else {}),
             auto_approve=self.settings.auto_approve,
             plan=forecast.to_json(),
         )
 
     async def finish(self, outcome: Outcome | None, error: str | None = None) -> None:
-        """Close adapters and the journal; observers hear last, whatever failed before."""
+        """Close adapters and the journal; observers hear last, whatever failed before.
+
+        A halted run (a signal, an unwritable journal) gets no run.finished: it is not
+        over, and ``cutbook resume`` continues it. A signal's stop is journalled as
+        run.interrupted instead."""
         try:
             for adapter in self.adapters.values():
                 await adapter.aclose()
             if self.journal is not None:
-                failure = self.runner.failure if self.runner else None
-                self.journal.append(
-                    Event.RUN_FINISHED, outcome=outcome or "failed", error=error or failure
-                )
+                self._record_end(outcome, error)
                 self.journal.close()
         finally:
+            self.stop.settle()
+            self.release()
             if self.runner is not None:
                 for observer in self.observers:
                     observer.run_finished(self.runner.state, outcome)
+
+    def _record_end(self, outcome: Outcome | None, error: str | None) -> None:
+        assert self.journal is not None
+        runner = self.runner
+        halt = runner.state.halted if runner is not None and outcome is None else None
+        try:
+            if halt is None:
+                failure = runner.failure if runner else None
+                self.journal.append(
+                    Event.RUN_FINISHED, outcome=outcome or "failed", error=error or failure
+                )
+            elif halt.cause == "signal" and runner is not None:
+                state = runner.state
+                self.journal.append(
+                    Event.RUN_INTERRUPTED,
+                    signal=halt.detail,
+                    hard=halt.hard,
+                    steps_done=state.done(),
+                    steps_in_flight=state.in_flight(),
+                    changed=state.changed(),
+                    resume_command=self.resume_command,
+                )
+        except JournalWriteError as exc:
+            if runner is None:
+                raise
+            runner.state.outcome = None  # not recorded, so not over: resume will finish it
+            runner.state.halt(Halt("journal", str(exc)))
+
+
+def _still_running(run_id: str, who: str) -> str:
+    return (
+        f"run {run_id} is still running: {who} holds it. Resuming now would make two "
+        "processes act on one estate. Watch it, or stop it (Ctrl-C in its terminal, or "
+        f"kill -TERM its pid), then: cutbook resume {run_id}"
+    )
+
+
+def _say(message: str) -> None:
+    """Straight to stderr: the operator must see this whatever the logging does."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"cutbook: {message}\n")
+        sys.stderr.flush()
+
+
+class StopSignals:
+    """SIGINT and SIGTERM mean "stop safely", never "die".
+
+    The first: start nothing new, let changes in flight finish (for up to
+    ``CUTBOOK_STOP_GRACE`` seconds, default 30), then leave the run resumable.
+    A second, or the grace running out: cancel what is in flight now; the
+    write-ahead intents make that safe to resume. Handlers live on the event
+    loop (``add_signal_handler``), so they run between awaits, never inside a
+    journal write.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.received: str | None = None
+        self.hard = False
+        self.grace = float(os.environ.get(STOP_GRACE_ENV) or 30.0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        """(Re)install the handlers; Prefect's flow engine replaces SIGTERM's on entry."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._loop = loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._received, sig)
+            except (ValueError, RuntimeError, NotImplementedError):
+                return  # not the main thread (an embedder): the host's handlers apply
+
+    def settle(self) -> None:
+        """The run is over or halted: no hard stop is due. The handlers stay until the
+        event loop closes (closing removes them), so a late Ctrl-C cannot raise
+        KeyboardInterrupt inside Prefect's teardown."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def apply(self, runner: Runner) -> None:
+        """A signal that came before the runner existed stops it before it starts."""
+        if self.received is not None:
+            runner.state.halt(Halt("signal", self.received, hard=self.hard))
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        runner = self.session.runner
+        if runner is not None and runner.outcome is not None:
+            return  # already over; it is only closing
+        if self.received is None:
+            self.received = name
+            _say(
+                f"{name}: stopping safely: nothing new starts; changes in flight may finish "
+                f"(up to {self.grace:g} s). Press Ctrl-C (or send {name}) again to stop now. "
+                f"The run stays resumable: {self.session.resume_command}"
+            )
+            if self._loop is not None:
+                self._timer = self._loop.call_later(self.grace, self._stop_now, "time is up")
+            if runner is not None:
+                runner.state.halt(Halt("signal", name))
+            return
+        self._stop_now(f"a second {name}")
+
+    def _stop_now(self, why: str) -> None:
+        if self.hard:
+            return
+        self.hard = True
+        runner = self.session.runner
+        _say(f"{why}: stopping now; changes in flight are cancelled (resume settles them)")
+        if runner is not None and self.received is not None:
+            runner.state.halt(Halt("signal", self.received, hard=True))

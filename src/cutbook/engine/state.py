@@ -137,6 +137,26 @@ class RunOptions:
     """How far ``--start`` moved the window from where the runbook wrote it."""
 
 
+@dataclass
+class Halt:
+    """Why a run stops without finishing and is left for ``cutbook resume``.
+
+    A signal is the operator choosing to stop safely; a journal that cannot be
+    written is the engine refusing to act without its record. Neither rolls
+    back nor runs ``always`` steps: both would act, and resume does it right.
+    """
+
+    cause: Literal["signal", "journal"]
+    detail: str
+    """The signal's name (``SIGINT``) or the journal's error."""
+    hard: bool = False
+    """Work in flight was cancelled (a second signal, or the grace period ran out)."""
+
+    @property
+    def signal(self) -> str | None:
+        return self.detail if self.cause == "signal" else None
+
+
 class StepFailed(Exception):
     """Internal: a step ended in failure; carries the message for the record."""
 
@@ -170,17 +190,61 @@ class RunState:
         """Steps in the order they finished: rollback walks it backwards."""
         self.failure: str | None = None
         self.mode: Mode = "normal"
+        self.rollback_incomplete = False
+        """Some change could not be undone: the run failed, whatever its mode says."""
         self.outcome: Outcome | None = None
         self.window_start = self.rb.window_start + opts.shift
         self.window_end = self.rb.window_end + opts.shift
         self.point_of_no_return = point_of_no_return
         self.recovered: Recovered | None = None
+        self.rollback_requested: str | None = None
+        """``resume --rollback``: finish the steps left in flight (so verification settles
+        their uncertain changes), start nothing else, then roll back for this reason."""
+        self.halted: Halt | None = None
+        """Set when the run must stop without finishing (see :class:`Halt`)."""
+        self.cancel_inflight: Callable[[], None] = lambda: None
+        """Set by the scheduler: cancels every step, rollback or question in flight."""
 
     def publish(self) -> None:
         self.bridge.publish(self)
 
     def stopping(self) -> bool:
-        return self.mode != "normal"
+        return self.mode != "normal" or self.halted is not None
+
+    def halt(self, halt: Halt) -> None:
+        """Stop starting work; the first reason is kept, a hard stop cancels what runs."""
+        if self.halted is None:
+            self.halted = halt
+            log.warning("run stopping, left for resume", cause=halt.cause, detail=halt.detail)
+        if halt.hard and not self.halted.hard:
+            self.halted.hard = True
+        if self.halted.hard:
+            self.cancel_inflight()
+
+    def in_flight(self) -> list[str]:
+        """Steps that started and have not finished: resume settles them from their intents."""
+        return [sid for sid, st in self.states.items() if st.status == "running"]
+
+    def done(self) -> list[str]:
+        return [
+            sid
+            for sid, st in self.states.items()
+            if st.status in ("succeeded", "failed", "skipped", "rolled_back", "dry_run")
+        ]
+
+    def changed(self) -> bool:
+        """Past the first change to the estate: an item that changed something, or a
+        mutating step that started (its change may have landed)."""
+        for st in self.states.values():
+            if any(i.result is not None and i.result.changed for i in st.items):
+                return True
+            step = st.step
+            if st.status == "running" and step.target is not None and step.action is not None:
+                adapter = self.adapters.get(step.target)
+                spec = adapter.actions.get(step.action) if adapter is not None else None
+                if spec is None or spec.mutating:
+                    return True
+        return False
 
     def fail(self, reason: str, mode: Literal["rollback", "abort"]) -> None:
         """The first failure decides what happens next; later ones only add to the record."""
@@ -194,6 +258,8 @@ class RunState:
         if self.failure is None:
             failed = any(st.status == "failed" for st in self.states.values())
             return "failed" if failed else "succeeded"
+        if self.rollback_incomplete:
+            return "failed"
         return "rolled_back" if self.mode == "rollback" else "aborted"
 
 

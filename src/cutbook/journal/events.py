@@ -40,6 +40,7 @@ class Event(StrEnum):
     ROLLBACK_STARTED = "rollback.started"
     ROLLBACK_FINISHED = "rollback.finished"
     RUN_FINISHED = "run.finished"
+    RUN_INTERRUPTED = "run.interrupted"
     JOURNAL_REPAIRED = "journal.repaired"
 
 
@@ -81,6 +82,7 @@ class RunStarted(TypedDict, total=False):
     clock: str
     speed: float
     dry_run: bool
+    preflight: bool  # a pre-flight check (cutbook preflight): only read-only checks, no window
     auto_approve: bool
     plan: Plan
     flow_run_id: str | None  # before run.flow existed, the flow run was named here
@@ -109,6 +111,17 @@ class RunFinished(TypedDict, total=False):
     outcome: RunOutcome
     error: str | None
     head_hmac: str  # added by the writer when it holds a key
+
+
+class RunInterrupted(TypedDict, total=False):
+    """The operator stopped the run (a signal) and left it for ``cutbook resume``: not an end."""
+
+    signal: str
+    hard: bool
+    steps_done: list[str]
+    steps_in_flight: list[str]
+    changed: bool
+    resume_command: str
 
 
 class JournalRepaired(TypedDict, total=False):
@@ -170,6 +183,7 @@ class StepOutcome(TypedDict, total=False):
     summary: str
     output: dict[str, Any]
     recovered: bool  # settled on resume by reading back an uncertain change
+    output_unknown: str  # why a recovered apply's output could not be got back
 
 
 class StepVerified(TypedDict, total=False):
@@ -259,6 +273,7 @@ FIELDS: Final[dict[Event, type]] = {
     Event.ROLLBACK_STARTED: RollbackStarted,
     Event.ROLLBACK_FINISHED: RollbackFinished,
     Event.RUN_FINISHED: RunFinished,
+    Event.RUN_INTERRUPTED: RunInterrupted,
     Event.JOURNAL_REPAIRED: JournalRepaired,
 }
 

@@ -59,6 +59,8 @@ class ItemState:
     summary: str = ""
     output: dict[str, Any] = field(default_factory=dict)
     rolled_back: bool = False
+    output_unknown: str | None = None
+    """Settled on resume without the apply's original output: why it could not be got."""
 
 
 @dataclass
@@ -150,10 +152,14 @@ class RunSummary:
     finished_at: str | None = None
     outcome: str | None = None
     error: str | None = None
+    interrupted: dict[str, Any] | None = None
+    """Set by ``run.interrupted`` until the run is resumed: how it was stopped and how
+    to continue it."""
     timezone: str | None = None
     clock: str | None = None
     speed: float | None = None
     dry_run: bool = False
+    preflight: bool = False
     window: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, Any] = field(default_factory=dict)
@@ -264,6 +270,7 @@ class _Folder:
         s.clock = _str(rec.get("clock"))
         s.speed = _float(rec.get("speed"))
         s.dry_run = bool(rec.get("dry_run"))
+        s.preflight = bool(rec.get("preflight"))
         for attr in ("window", "versions", "variables"):
             value = rec.get(attr)
             if isinstance(value, dict):
@@ -290,10 +297,19 @@ class _Folder:
         s.resumes.append({k: rec.get(k) for k in ("by", "host", "reason")} | {"ts": ts})
         s.outcome = None
         s.finished_at = None
+        s.interrupted = None
         self._flow_run(rec)
 
     def run_flow(self, rec: Mapping[str, Any], ts: str | None) -> None:
         self._flow_run(rec)
+
+    def run_interrupted(self, rec: Mapping[str, Any], ts: str | None) -> None:
+        """Stopped on purpose and left for resume: not a crash, not an outcome."""
+        self.summary.interrupted = {
+            "ts": ts,
+            "signal": rec.get("signal"),
+            "resume_command": rec.get("resume_command"),
+        }
 
     def run_finished(self, rec: Mapping[str, Any], ts: str | None) -> None:
         s = self.summary
@@ -374,6 +390,7 @@ class _Folder:
                 changed=bool(changed),
                 summary=summary,
                 output=output if isinstance(output, dict) else {},
+                output_unknown=_str(get("output_unknown")),
             )
         elif phase == "rollback":
             self._items_of(st.id).setdefault(item_key(item), ItemState()).rolled_back = True

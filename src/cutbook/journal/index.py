@@ -33,6 +33,7 @@ def index_entry(record: Record, journal: Path) -> dict[str, Any]:
             "started_at": record.ts,
             "timezone": record.fields.get("timezone"),
             "dry_run": record.fields.get("dry_run"),
+            "preflight": record.fields.get("preflight"),
             "clock": record.fields.get("clock"),
             "outcome": None,
         }

@@ -6,6 +6,11 @@ maybe with a later cutbook; this module needs nothing but the record format.
 Any change shows *at its line*: each record's ``hash`` covers its canonical
 JSON, and its ``prev`` is the hash of the record before. An anchor (the head
 seq and hash, kept in a ticket or e-mail) also catches records cut off the end.
+
+The verdict (``passed``, exit 0) is stricter than an intact chain (``ok``): the
+journal must also end with its one run.finished (nothing after it, and with a
+key, a head_hmac on it), unless a live process holds the run's lease
+(:func:`cutbook.journal.lease.holder`: a lock file nobody holds is a crashed run).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Final
 
 from cutbook.errors import ChainBroken, JournalError
 from cutbook.journal.events import Event
+from cutbook.journal.lease import holder
 from cutbook.journal.records import (
     GENESIS,
     HASH_MARK,
@@ -33,6 +39,15 @@ from cutbook.journal.records import (
 
 _RUN_STARTED: Final = Event.RUN_STARTED.value
 _RUN_FINISHED: Final = Event.RUN_FINISHED.value
+
+
+def unfinished_problem(run_id: str) -> str:
+    """Why a journal without run.finished fails: three causes verify cannot tell apart."""
+    return (
+        "no run.finished: the run is still running, or it crashed "
+        f"(resume it with cutbook resume {run_id}), or the journal was cut"
+    )
+
 
 # ---------------------------------------------------------------- anchors
 
@@ -77,6 +92,7 @@ class VerifyResult:
     """What verification found; ``problem`` locates the first break for a human."""
 
     ok: bool
+    """The chain is intact: no edit, deletion, insertion, reordering or forgery found."""
     records: int
     first_bad_seq: int | None = None
     first_bad_line: int | None = None
@@ -92,19 +108,28 @@ class VerifyResult:
     run_id: str | None = None
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    live: bool = False
+    """A live process holds the run's lease: an unfinished journal is expected."""
+    passed: bool = False
+    """The verdict (exit 0): intact *and* ended with run.finished, or known to be live."""
 
     def describe(self) -> str:
         """A few lines an auditor can read without knowing the format."""
         where = f"{self.path}: " if self.path else ""
-        if self.ok:
+        if self.passed:
             head = f"{where}OK: {self.records} records verify"
             if self.head_hash:
                 head += f"; head seq {self.head_seq} hash {self.head_hash}"
         else:
             head = f"{where}FAILED: {self.problem}"
         lines = [head]
-        if self.ok and self.problem:
+        if self.passed and self.problem:
             lines.append(f"note: {self.problem}")
+        if self.ok and not self.passed and self.torn_tail:
+            lines.append(
+                f"the run crashed: resume it with cutbook resume {self.run_id or 'RUN'} "
+                "(the torn line is cut away and the repair journalled)"
+            )
         if self.hmac_ok is not None:
             lines.append(f"hmac: {'ok' if self.hmac_ok else 'BAD'}")
         if self.runbook_hash_ok is not None:
@@ -115,7 +140,7 @@ class VerifyResult:
         return "\n".join(lines)
 
     def raise_if_bad(self) -> None:
-        if not self.ok:
+        if not self.passed:
             raise ChainBroken(self.describe())
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +183,8 @@ def verify(
     last_ts = ""
     last_event: str | None = None
     started: dict[str, Any] | None = None
+    finished_line: int | None = None
+    finished_hmac = False
     hmac_checks: list[tuple[int, str, str, str]] = []  # line, run_id, prev, hmac
     seq = 0
 
@@ -189,15 +216,7 @@ def verify(
             return _finish(fail(line_no, "not a well-formed journal record", seq))
         got = obj.get("seq")
         if got != seq:
-            if isinstance(got, int) and got > seq:
-                why = (
-                    f"seq jumps from {seq - 1} to {got}: {got - seq} record(s) deleted before "
-                    "this line"
-                )
-            elif isinstance(got, int):
-                why = f"seq {got} again where {seq} belongs: record inserted, copied or reordered"
-            else:
-                why = "seq is missing or not a number"
+            why = _misplaced(lines, seq, got)
             return _finish(fail(line_no, why, got if isinstance(got, int) else seq))
         if obj.get("prev") != prev:
             return _finish(
@@ -212,6 +231,17 @@ def verify(
         event = obj.get("event")
         if not isinstance(event, str):
             return _finish(fail(line_no, "event is missing", seq))
+        if finished_line is not None:
+            # The writer never appends after run.finished (a finished run never
+            # resumes), and head_hmac covers only what came before it.
+            why = (
+                f"{event} after run.finished (line {finished_line}): records were appended "
+                "after the run ended"
+            )
+            return _finish(fail(line_no, why, seq))
+        if event == _RUN_FINISHED:
+            finished_line = line_no
+            finished_hmac = "head_hmac" in obj
         ts = obj.get("ts")
         if isinstance(ts, str):
             if ts < last_ts and not any("clock went back" in w for w in result.warnings):
@@ -249,13 +279,19 @@ def verify(
         )
 
     result.complete = last_event == _RUN_FINISHED
-    if not result.complete:
-        result.warnings.append(
-            "the journal ends without run.finished: the run is still going, crashed, "
-            "or records were cut off the end (an anchor kept elsewhere would tell)"
-        )
 
-    # HMACs written into run.finished records.
+    # HMACs written into run.finished records. With a key, a run.finished without
+    # one is a forgery: stripping it is how an edited outcome would be hidden.
+    if hmac_key is not None and finished_line is not None and not finished_hmac:
+        result.hmac_ok = False
+        return _finish(
+            fail(
+                finished_line,
+                "run.finished has no head_hmac although a key was given: it was stripped "
+                "(and the record rewritten), or the run was journalled without this key",
+                finished_line - 1,
+            )
+        )
     if hmac_checks:
         if hmac_key is None:
             result.warnings.append("head_hmac present but no key given: not checked")
@@ -277,14 +313,53 @@ def verify(
             return _finish(result)
 
     _check_runbook(result, started, runbook_path)
+    if result.ok and not result.complete:
+        live = holder(path.parent, path.stem)
+        result.live = live is not None
+        if live is not None:
+            result.warnings.append(
+                f"no run.finished, and {live.describe()} holds its lease: the run is still "
+                "going; verified up to its current head (anchor it to pin that head)"
+            )
+        elif not result.torn_tail:
+            result.problem = unfinished_problem(result.run_id or path.stem)
     return _finish(result)
 
 
 def _finish(result: VerifyResult) -> VerifyResult:
-    """A journal that fails verification is never called complete."""
+    """A journal that fails verification is never called complete, nor passed."""
     if not result.ok:
         result.complete = False
+    result.passed = result.ok and (result.complete or result.live)
     return result
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        got = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return got if isinstance(got, int) else None
+
+
+def _misplaced(lines: Sequence[bytes], seq: int, got: object) -> str:
+    """Name a seq out of place: swapped, moved, deleted or inserted (failure path only)."""
+    if not isinstance(got, int):
+        return "seq is missing or not a number"
+    if got < seq:
+        return f"seq {got} again where {seq} belongs: record inserted, copied or reordered"
+    later = next((j for j in range(seq + 1, len(lines)) if _seq_of(lines[j]) == seq), None)
+    if later is not None and later == got:
+        return (
+            f"records {seq} and {got} are out of order (swapped): seq {got} is on line "
+            f"{seq + 1} and seq {seq} on line {got + 1}"
+        )
+    if later is not None:
+        return (
+            f"records are out of order: seq {got} is on line {seq + 1}, where seq {seq} "
+            f"belongs; seq {seq} was moved to line {later + 1}"
+        )
+    return f"seq jumps from {seq - 1} to {got}: {got - seq} record(s) deleted before this line"
 
 
 def _check_anchor(
@@ -301,6 +376,8 @@ def _check_anchor(
         result.ok = False
         result.problem = f"the anchor is for run {arun!r}, this journal is {run_id!r}"
         return
+    if key is None and "hmac" in anchor:
+        result.warnings.append("the anchor carries an hmac but no key was given: not checked")
     if key is not None and "hmac" in anchor:
         expected = head_hmac(key, str(arun or run_id), aseq, ahash)
         if not hmac_mod.compare_digest(expected, str(anchor["hmac"])):

@@ -39,6 +39,13 @@ from cutbook.redact import Redactor
 _RUN_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
+def _cause(exc: OSError) -> str:
+    """The OS's own words and number: "No space left on device (errno 28)"."""
+    if exc.errno is None:
+        return str(exc)
+    return f"{exc.strerror or os.strerror(exc.errno)} (errno {exc.errno})"
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -103,7 +110,7 @@ class Journal:
                 if made_dir:
                     fsync_dir(directory.parent)
         except OSError as exc:
-            raise JournalWriteError(f"cannot create journal {path}: {exc}") from exc
+            raise JournalWriteError(f"cannot create the journal {path}: {_cause(exc)}") from exc
         return cls(
             path,
             run_id,
@@ -169,7 +176,9 @@ class Journal:
                     os.close(fd)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
-            raise JournalWriteError(f"cannot open journal {path} for append: {exc}") from exc
+            raise JournalWriteError(
+                f"cannot open the journal {path} for append: {_cause(exc)}"
+            ) from exc
         journal = cls(
             path,
             run_id,
@@ -232,21 +241,29 @@ class Journal:
             digest = hashlib.sha256(body).hexdigest()
             line = encode_line(body, digest)
             try:
-                written = os.write(fd, line)
-                if written != len(line):
-                    raise OSError(f"short write: {written} of {len(line)} bytes")
+                written = 0
+                while written < len(line):  # a short write's next try names the cause
+                    n = os.write(fd, line[written:])
+                    if n <= 0:
+                        raise OSError(f"short write: {written} of {len(line)} bytes")
+                    written += n
                 if self._fsync:
                     os.fsync(fd)
             except OSError as exc:
                 raise JournalWriteError(
-                    f"journal {self.path}: could not write record {self._seq} "
-                    f"({name}): {exc}; stopping rather than acting unrecorded"
+                    f"cannot write the journal {self.path}: {_cause(exc)} "
+                    f"(record {self._seq}, {name}); stopping rather than acting unrecorded"
                 ) from exc
             record = Record(self._seq, ts, self.run_id, name, self._prev, digest, clean)
             self._seq += 1
             self._prev = digest
         if name in INDEXED:
-            append_index(self.path.parent, index_entry(record, self.path), fsync=self._fsync)
+            try:
+                append_index(self.path.parent, index_entry(record, self.path), fsync=self._fsync)
+            except OSError as exc:  # the index's own errors are JournalWriteError already
+                raise JournalWriteError(
+                    f"cannot write the journal index in {self.path.parent}: {_cause(exc)}"
+                ) from exc
         return record
 
     def anchor(self) -> dict[str, Any]:

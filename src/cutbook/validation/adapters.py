@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from cutbook import registry, templating
+from cutbook.adapter import url_path_fields
 from cutbook.errors import RegistryError
 from cutbook.model import Runbook, Step
 from cutbook.validation.loaded import LoadedRunbook
@@ -116,7 +117,7 @@ def check_args(
         return (*base, *loc)
 
     dynamic: list[PathKey] = []
-    probe = _probe(args, (), loaded, dynamic)
+    probe = _probe(args, (), loaded, dynamic, url_path_fields(model))
     try:
         model.model_validate(probe)
     except ValidationError as exc:
@@ -141,8 +142,15 @@ def check_args(
                 report.err(path, f"argument {label(loc)} for {what}: {humanize(e)}")
 
 
-def _probe(value: Any, path: PathKey, loaded: LoadedRunbook, dynamic: list[PathKey]) -> Any:
-    """``value`` with static templates rendered; paths of the rest go to ``dynamic``."""
+def _probe(
+    value: Any,
+    path: PathKey,
+    loaded: LoadedRunbook,
+    dynamic: list[PathKey],
+    url_paths: frozenset[str] = frozenset(),
+) -> Any:
+    """``value`` with static templates rendered as the run will render them (URL paths
+    segment by segment); paths of the rest go to ``dynamic``."""
     if templating.is_template(value):
         try:
             info = templating.analyze(value)
@@ -155,6 +163,8 @@ def _probe(value: Any, path: PathKey, loaded: LoadedRunbook, dynamic: list[PathK
             dynamic.append(path)
             return value
         try:
+            if len(path) == 1 and path[0] in url_paths:
+                return templating.render_string(value, loaded.static_context(), url_path=True)
             return templating.render(value, loaded.static_context())
         except templating.TemplateError:
             dynamic.append(path)

@@ -16,6 +16,7 @@ from cutbook.model import Runbook, Step
 from cutbook.validation.adapters import check_call
 from cutbook.validation.loaded import LoadedRunbook
 from cutbook.validation.report import PathKey, Report
+from cutbook.validation.shell import check_shell_strings
 from cutbook.validation.templates import check_templates
 from cutbook.validation.wording import did_you_mean, kind, plural
 
@@ -43,6 +44,7 @@ def check_step(
     check_call(report, step, target, action, step.with_, sp, loaded, mine, "with")
     check_verify(report, rb, step, target, action, loaded, mine)
     check_rollback(report, rb, step, target, action, cls, loaded, mine)
+    check_shell_strings(report, rb, step)
     if step.item_key is not None:
         check_templates(report, step.item_key, (*sp, "item_key"), loaded, step, mine)
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cutbook import templating
 from cutbook.model import Step
 from cutbook.validation.loaded import LoadedRunbook
 from cutbook.validation.report import PathKey, Report
-from cutbook.validation.wording import did_you_mean
+from cutbook.validation.wording import did_you_mean, display_name, plural
+
+# for_each over a whole data set: ``{{ data.offices }}`` or ``{{ data['offices'] }}``.
+_DATA_SET = re.compile(
+    r"^\s*\{\{\s*data\s*(?:\.\s*(?P<attr>\w+)|\[\s*(?P<q>['\"])(?P<key>[^'\"]+)(?P=q)\s*\])"
+    r"\s*\}\}\s*$"
+)
+# What ``item.x`` may name on a record besides a column.
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 
 # Names Jinja itself defines, which a template may use without cutbook providing them.
 JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop"})
@@ -42,6 +51,7 @@ def check_templates(
         ok &= _check_names(report, path, info, step, output_ok)
         ok &= _check_inputs(report, path, info, loaded)
         if step is not None:
+            ok &= _check_item_columns(report, path, info, loaded, step)
             ok &= _check_step_outputs(report, path, info, loaded, step, ancestors)
     return ok
 
@@ -99,6 +109,44 @@ def _check_inputs(
     for key in sorted(refs.get("secrets", set()) - set(rb.secrets)):
         report.err(
             path, f"secret {key!r} is not declared under secrets:{did_you_mean(key, rb.secrets)}"
+        )
+        ok = False
+    return ok
+
+
+def fanned_data_set(step: Step) -> str | None:
+    """The data set ``step`` fans out over as a whole, or None (a list, a filter, ...)."""
+    if not isinstance(step.for_each, str):
+        return None
+    m = _DATA_SET.match(step.for_each)
+    return (m.group("attr") or m.group("key")) if m else None
+
+
+def _check_item_columns(
+    report: Report,
+    path: PathKey,
+    info: templating.TemplateInfo,
+    loaded: LoadedRunbook,
+    step: Step,
+) -> bool:
+    """``item.x`` over a data file needs column x, or every item would fail mid-run."""
+    used = info.refs.get("item", set())
+    name = fanned_data_set(step)
+    records = loaded.data.get(name) if name is not None else None
+    if not used or name is None or not records:
+        return True  # no data set, or one that failed to load (reported there)
+    columns: list[str] = []
+    for record in records:
+        columns.extend(k for k in record if isinstance(k, str) and k not in columns)
+    file = display_name((loaded.path.parent / loaded.runbook.data[name]).resolve())
+    ok = True
+    for key in sorted(used - set(columns) - _MAPPING_METHODS):
+        if key.isdigit():
+            continue
+        report.err(
+            path,
+            f"step {step.id!r} uses item.{key}, but {file} (data {name!r}) has no column "
+            f"{key!r}{did_you_mean(key, columns)}; its columns: {plural(columns)}",
         )
         ok = False
     return ok

@@ -1,26 +1,21 @@
 """The run's table and progress as Prefect artifacts, for people watching the UI.
 
-Best-effort presentation: the journal is the record, so a failed artifact
-write is logged and forgotten, never a reason to stop a run.
+Best-effort presentation: the journal is the record. The table is rendered
+on the engine's loop (it reads the run's state) at most about once a second,
+and handed to the :class:`~cutbook.engine.prefect.reporter.Reporter`, which
+keeps only the latest and sends it when the server answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from uuid import UUID
 
-import structlog
-from prefect.artifacts import (
-    acreate_markdown_artifact,
-    acreate_progress_artifact,
-    aupdate_progress_artifact,
-)
-
+from cutbook.engine.prefect.reporter import Reporter
 from cutbook.engine.state import RunState
 from cutbook.engine.view import markdown_table, progress
 
-log = structlog.get_logger("cutbook.engine")
+EVERY_S = 1.0
 
 
 def artifact_key(run_id: str) -> str:
@@ -29,49 +24,27 @@ def artifact_key(run_id: str) -> str:
 
 
 class Artifacts:
-    """Coalesces updates: at most one artifact write in flight, about one a second."""
+    """Coalesces updates: one rendering about a second, the last one never lost."""
 
-    def __init__(self, run_id: str) -> None:
-        self.key = artifact_key(run_id)
-        self._progress_id: UUID | None = None
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
         self._last = 0.0
-        self._writing: asyncio.Task[None] | None = None
-        self._dirty = False
+        self._later: asyncio.TimerHandle | None = None
 
     def changed(self, run: RunState) -> None:
-        self._dirty = True
-        if self._writing is not None and not self._writing.done():
-            return
-        self._writing = asyncio.get_running_loop().create_task(self._write_soon(run))
+        wait = EVERY_S - (time.monotonic() - self._last)
+        if wait <= 0:
+            self.flush(run)
+        elif self._later is None:
+            self._later = asyncio.get_running_loop().call_later(wait, self.flush, run)
 
-    async def _write_soon(self, run: RunState) -> None:
-        while self._dirty:
-            wait = 1.0 - (time.monotonic() - self._last)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._dirty = False
-            self._last = time.monotonic()
-            await self.flush(run)
+    def flush(self, run: RunState) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._last = time.monotonic()
+        self.reporter.artifact(markdown_table(run), progress(run) * 100)
 
-    async def flush(self, run: RunState) -> None:
-        try:
-            await acreate_markdown_artifact(
-                markdown=markdown_table(run),
-                key=self.key,
-                description="Planned versus actual, updated as steps finish",
-            )
-            pct = progress(run) * 100
-            if self._progress_id is None:
-                self._progress_id = await acreate_progress_artifact(
-                    progress=pct, key=self.key + "-progress"
-                )
-            else:
-                await aupdate_progress_artifact(self._progress_id, pct)
-        except (OSError, RuntimeError, ValueError) as exc:
-            log.warning(f"could not update the Prefect artifact: {exc}")
-
-    async def close(self, run: RunState) -> None:
-        """Wait for the write in flight, then write the final state."""
-        if self._writing is not None:
-            await asyncio.gather(self._writing, return_exceptions=True)
-        await self.flush(run)
+    def close(self, run: RunState) -> None:
+        """The final table, whatever was coalesced before."""
+        self.flush(run)

@@ -1,67 +1,67 @@
 """Prefect as the on-call engineer sees it: task runs, pause forms and artifacts.
 
-Prefect is for watching; the journal is the record. So everything here is
-best-effort presentation except :meth:`PrefectBridge.ask`, which is how a
-person answers a gate from the UI or from ``cutbook approve``.
+Prefect is for watching; the journal is the record. So a step's body runs
+here directly, on time, and its task run is *mirrored*: the desired state
+goes to the :class:`~cutbook.engine.prefect.reporter.Reporter`, which tells
+the server when it can. Only :meth:`PrefectBridge.ask` waits on the API,
+because a person answers through it; even then the question's deadline holds
+when the server is gone, and the operator is told.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import apause_flow_run
+import structlog
+from prefect.client.orchestration import PrefectClient
 from prefect.input import RunInput
-from prefect.states import Completed, Failed, Running
+from prefect.input.run_input import Keyset, keyset_from_paused_state
+from prefect.states import Completed, Crashed, Failed, Paused, Running
 
 from cutbook.clock import RealClock, VirtualClock
+from cutbook.durations import format_duration
 from cutbook.engine.prefect.artifacts import Artifacts
 from cutbook.engine.prefect.gates import FailureAnswer, GateAnswer, human_timeout, pause_key
+from cutbook.engine.prefect.reporter import Reporter, Unreachable
 from cutbook.engine.state import Answer, Decision, Question, RunState, StepReport
+
+log = structlog.get_logger("cutbook.prefect")
+
+POLL_S = 1.0
+CALL_S = 5.0
 
 
 class PrefectBridge:
-    """The engine's :class:`~cutbook.engine.state.Bridge` inside a Prefect flow run."""
+    """The engine's :class:`~cutbook.engine.state.Bridge` over a Prefect flow run."""
 
-    def __init__(self, flow_run_id: UUID, clock: RealClock | VirtualClock, run_id: str) -> None:
-        self.flow_run_id = flow_run_id
+    def __init__(self, reporter: Reporter, clock: RealClock | VirtualClock, run_id: str) -> None:
+        self.reporter = reporter
         self.clock = clock
         self.run_id = run_id
         self._pauses = 0
-        self.artifacts = Artifacts(run_id)
+        self.artifacts = Artifacts(reporter)
 
     async def task(self, name: str, body: Callable[[], Awaitable[StepReport]]) -> StepReport:
-        holder: list[StepReport] = []
-
-        async def step() -> object:
+        """Run the body now; its task run follows when the server can take it."""
+        task_run = self.reporter.task_state(None, name, Running())
+        try:
             report = await body()
-            holder.append(report)
+        except BaseException:
+            self.reporter.task_state(task_run, name, Crashed(message="stopped"))
+            raise
+        if report.status == "failed":
+            self.reporter.task_state(task_run, name, Failed(message=(report.error or "")[:500]))
+        else:
             message = (report.summary or report.status)[:500]
-            if report.status == "failed":
-                return Failed(message=(report.error or "failed")[:500])
-            return Completed(message=message)
-
-        prefect_task = task(
-            name=name,
-            task_run_name=name,
-            retries=0,
-            persist_result=False,
-            cache_policy=NO_CACHE,
-            log_prints=False,
-        )(step)
-        state = prefect_task(return_state=True)
-        if inspect.isawaitable(state):
-            await state
-        if not holder:
-            return StepReport(name, "failed", error="Prefect refused to start the task run")
-        return holder[0]
+            self.reporter.task_state(task_run, name, Completed(message=message))
+        return report
 
     async def ask(self, question: Question) -> Answer:
+        """Pause the flow run for a form; the question's deadline holds whatever the API does."""
         self._pauses += 1
         model: type[RunInput] = FailureAnswer if question.kind == "failure" else GateAnswer
         who = ", ".join(question.approvers) or "any operator"
@@ -73,15 +73,9 @@ class PrefectBridge:
         )
         form = model.with_initial_data(description=text, approver="")
         real_timeout = max(2, int(human_timeout(self.clock, question.timeout_s)))
-        try:
-            answer = await apause_flow_run(
-                wait_for_input=form,
-                timeout=real_timeout,
-                poll_interval=1,
-                key=pause_key(question.step_id, self._pauses),
-            )
-        except FlowPauseTimeout:
-            await self._force_running()
+        key = pause_key(question.step_id, self._pauses)
+        answer = await self._wait_for_answer(question, form, key, real_timeout)
+        if answer is None:
             minutes = round(question.timeout_s / 60)
             return Answer(by="timeout", approved=False, comment=f"no answer within {minutes} min")
         decision = str(getattr(answer, "decision", "approve"))
@@ -94,13 +88,74 @@ class PrefectBridge:
             return Answer(by=by, approved=chosen != "rollback", comment=comment, decision=chosen)
         return Answer(by=by, approved=decision == "approve", comment=comment)
 
-    async def _force_running(self) -> None:
-        """A timed-out pause leaves the run Paused, which would refuse the rollback's tasks."""
-        async with get_client() as client:
-            await client.set_flow_run_state(self.flow_run_id, Running(), force=True)
+    async def _wait_for_answer(
+        self, question: Question, form: type[RunInput], key: str, timeout: int
+    ) -> RunInput | None:
+        """Pause, then poll until answered or the deadline; ``None``: no answer in time."""
+        deadline = time.monotonic() + timeout
+        keyset: Keyset | None = None
+        warned = False
+        while time.monotonic() < deadline:
+            flow_run_id = self.reporter.flow_run_id
+            try:
+                if flow_run_id is None:
+                    raise Unreachable("no flow run yet")
+                if keyset is None:
+                    keyset = await self._pause(flow_run_id, form, key, timeout)
+                else:
+                    answer = await self._answered(flow_run_id, form, keyset)
+                    if answer is not None:
+                        return answer
+            except Unreachable:
+                if not warned:
+                    warned = True
+                    left = max(0.0, deadline - time.monotonic())
+                    log.warning(
+                        f"the Prefect UI cannot take the answer to {question.step_id!r}: its API "
+                        f"is unreachable. Unless it comes back, the question times out in "
+                        f"{format_duration(left)} and counts as no-go",
+                        step=question.step_id,
+                    )
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        if keyset is not None:
+            self.reporter.force_running()  # a timed-out pause would refuse later task runs
+        return None
+
+    async def _pause(
+        self, flow_run_id: UUID, form: type[RunInput], key: str, timeout: int
+    ) -> Keyset | None:
+        """Put the flow run in Paused with the form; ``None`` if the server refused."""
+        state: Any = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key)
+        keyset = keyset_from_paused_state(state)
+        state.state_details.run_input_keyset = keyset
+
+        async def pause(client: PrefectClient) -> bool:
+            result = await client.set_flow_run_state(flow_run_id, state)
+            if result.state is None or not result.state.is_paused():
+                return False
+            await form.asave(keyset, flow_run_id=flow_run_id)
+            return True
+
+        if await self.reporter.call(pause, CALL_S * 2):
+            log.info("paused for an answer in the Prefect UI", key=key)
+            return keyset
+        log.warning("Prefect refused to pause the flow run; asking again shortly", key=key)
+        return None
+
+    async def _answered(
+        self, flow_run_id: UUID, form: type[RunInput], keyset: Keyset
+    ) -> RunInput | None:
+        async def read(client: PrefectClient) -> RunInput | None:
+            flow_run = await client.read_flow_run(flow_run_id)
+            if flow_run.state is None or not flow_run.state.is_running():
+                return None
+            loaded: RunInput = await form.aload(keyset, flow_run_id=flow_run_id)
+            return loaded
+
+        return await self.reporter.call(read, CALL_S)
 
     def publish(self, run: RunState) -> None:
         self.artifacts.changed(run)
 
-    async def close(self, run: RunState) -> None:
-        await self.artifacts.close(run)
+    def close(self, run: RunState) -> None:
+        self.artifacts.close(run)

@@ -1,37 +1,53 @@
 """The Prefect flow: one flow run per runbook run, one task run per step.
 
 The flow's parameters describe the run completely
-(:mod:`~cutbook.engine.prefect.parameters`). ``cutbook run`` hands the flow a
-session it has already prepared (so a problem with secrets or adapters is
-reported before any flow run exists); a flow run started from a deployment
-builds the same session from the parameters, and the hash check guarantees
-it runs the same text.
+(:mod:`~cutbook.engine.prefect.parameters`). ``cutbook run`` does not run
+inside Prefect's flow engine: it creates the flow run through the
+:class:`~cutbook.engine.prefect.reporter.Reporter` and mirrors the night into
+it, so a slow or dead server never delays a step nor the exit. A flow run
+started from a deployment is already inside the flow engine: it builds the
+same session from the parameters (the hash check guarantees it runs the same
+text) and mirrors its steps the same way, but the flow engine itself still
+talks to the API when the run starts and ends (see
+docs/operating-a-cutover.md, "When the Prefect server is slow or gone").
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, tags
+import structlog
+from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Completed, Failed
 
+from cutbook.engine.prefect.artifacts import artifact_key
 from cutbook.engine.prefect.bridge import PrefectBridge
 from cutbook.engine.prefect.parameters import FlowParameters, run_tags, to_parameters, to_settings
+from cutbook.engine.prefect.reporter import FlowRunSpec, Reporter
 from cutbook.engine.prefect.secrets import PrefectSecrets
 from cutbook.engine.prefect.server import ui_url
 from cutbook.engine.session import Session
+from cutbook.engine.state import Outcome
 from cutbook.errors import RunbookError
+from cutbook.logs import LOGGER_NAME
 from cutbook.validation import load
 
-_PREPARED: dict[str, Session] = {}
-"""Sessions handed over in-process, by run id; the flow takes each one exactly once."""
+log = structlog.get_logger("cutbook.prefect")
+
+START_WAIT_S = 3.0
+"""How long the first step may wait for the flow run to exist (a healthy server: ~50 ms)."""
+FINAL_WAIT_S = 10.0
+"""How long the process waits at the end for Prefect to hear the outcome."""
 
 
 @flow(
@@ -52,49 +68,88 @@ async def cutover(
     run_id: str,
     settings: dict[str, Any],
 ) -> State[Any]:
-    session = _PREPARED.pop(run_id, None)
-    if session is None:
-        session = await session_from_parameters(
-            FlowParameters(
-                runbook_name=runbook_name,
-                window_start=window_start,
-                runbook_path=runbook_path,
-                runbook_sha256=runbook_sha256,
-                runbook_text=runbook_text,
-                variables=variables,
-                run_id=run_id,
-                settings=settings,
-            )
+    session = await session_from_parameters(
+        FlowParameters(
+            runbook_name=runbook_name,
+            window_start=window_start,
+            runbook_path=runbook_path,
+            runbook_sha256=runbook_sha256,
+            runbook_text=runbook_text,
+            variables=variables,
+            run_id=run_id,
+            settings=settings,
         )
+    )
     ctx = FlowRunContext.get()
     flow_run_id = ctx.flow_run.id if ctx and ctx.flow_run else None
     assert flow_run_id is not None
-    bridge = PrefectBridge(flow_run_id, session.clock, session.run_id)
-    runner = session.runner_for(bridge)
-    session.attach_flow_run(str(flow_run_id), _ui(flow_run_id))
-    outcome = None
-    try:
-        outcome = await runner.run()
-    finally:
-        await bridge.close(runner.state)
-        await session.finish(outcome)
-    if outcome == "succeeded":
-        return Completed(message=f"{runbook_name}: completed")
-    return Failed(message=f"{runbook_name}: {outcome}: {runner.failure or 'steps failed'}")
+    reporter = Reporter(_api(), artifact_key(session.run_id), flow_run_id=flow_run_id)
+    outcome = await _mirrored(session, reporter, final=False)
+    return _final_state(session, outcome)
 
 
 async def run_in_process(session: Session) -> None:
-    """Run a prepared session as a flow run of this process, tagged so it can be found."""
+    """Run a prepared session, mirrored into a new flow run tagged so it can be found."""
     rb = session.loaded.runbook
     resumed = session.recovered is not None
     settings = replace(session.settings, run_id=session.run_id)
     params = to_parameters(session.loaded, settings, resumed=resumed)
-    _PREPARED[session.run_id] = session
+    spec = FlowRunSpec(
+        flow=cutover,
+        name=f"{params['runbook_name']} {params['window_start']}",
+        parameters=dict(params),
+        tags=list(run_tags(rb.name, session.run_id, resumed=resumed)),
+    )
+    reporter = Reporter(_api(), artifact_key(session.run_id), create=spec)
+    await _mirrored(session, reporter, final=True)
+
+
+async def _mirrored(session: Session, reporter: Reporter, *, final: bool) -> Outcome | None:
+    """Run the night with Prefect watching from the reporter's thread, never in the way.
+
+    ``final``: the reporter sets the flow run's final state (no flow engine does).
+    """
+    cutbook_logger = logging.getLogger(LOGGER_NAME)
+    prefects = [h for h in cutbook_logger.handlers if isinstance(h, APILogHandler)]
+    for handler in prefects:  # its worker waits on the API at exit: the reporter ships instead
+        cutbook_logger.removeHandler(handler)
+    cutbook_logger.addHandler(reporter.handler)
+    reporter.start()
+    outcome: Outcome | None = None
+    runner = None
     try:
-        with tags(*run_tags(rb.name, session.run_id, resumed=resumed)):
-            await cutover(**params, return_state=True)
+        flow_run_id = await asyncio.to_thread(reporter.wait_ready, START_WAIT_S)
+        if flow_run_id is None:
+            log.warning("the Prefect flow run is not created yet: the UI is behind")
+        bridge = PrefectBridge(reporter, session.clock, session.run_id)
+        runner = session.runner_for(bridge)
+        session.attach_flow_run(
+            str(flow_run_id) if flow_run_id else None, _ui(flow_run_id) if flow_run_id else None
+        )
+        try:
+            outcome = await runner.run()
+        finally:
+            bridge.close(runner.state)
+            reporter.finish(_final_state(session, outcome) if final else None)
+            await session.finish(outcome)
     finally:
-        _PREPARED.pop(session.run_id, None)
+        told = await asyncio.to_thread(reporter.close, FINAL_WAIT_S if runner else 1.0)
+        if not told and final and runner is not None:
+            log.warning(
+                "Prefect was not told the outcome: the UI may show this run as still running; "
+                "the journal has it"
+            )
+        for handler in prefects:
+            cutbook_logger.addHandler(handler)
+    return outcome
+
+
+def _final_state(session: Session, outcome: Outcome | None) -> State[Any]:
+    name = session.loaded.runbook.name
+    if outcome == "succeeded":
+        return Completed(message=f"{name}: completed")
+    failure = session.runner.failure if session.runner else None
+    return Failed(message=f"{name}: {outcome}: {failure or 'steps failed'}")
 
 
 async def session_from_parameters(params: FlowParameters) -> Session:
@@ -109,6 +164,10 @@ async def session_from_parameters(params: FlowParameters) -> Session:
     return session
 
 
+def _api() -> str | None:
+    return os.environ.get("PREFECT_API_URL")
+
+
 def _ui(flow_run_id: UUID) -> str | None:
-    api = os.environ.get("PREFECT_API_URL")
+    api = _api()
     return ui_url(api, flow_run_id) if api else None

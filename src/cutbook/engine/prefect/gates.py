@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.flow_runs import resume_flow_run
@@ -37,6 +38,8 @@ class FailureAnswer(RunInput):
 
 
 HUMAN_FLOOR_S = 120.0
+ANSWER_TIMEOUT_S = 10.0
+"""``cutbook approve`` waits no longer than this for each call to the server."""
 
 
 def human_timeout(clock: RealClock | VirtualClock, timeout_s: float) -> float:
@@ -65,8 +68,22 @@ def step_of_pause_key(key: str) -> str:
 
 
 def answer_gate(run_id: str, step: str, *, choice: Choice, by: str, comment: str = "") -> str:
-    """Resume the paused flow run of ``run_id`` with an answer for ``step``."""
-    with get_client(sync_client=True) as client:
+    """Resume the paused flow run of ``run_id`` with an answer for ``step``.
+
+    A dead or stalled server is one clear line, not a traceback or a minutes-long wait:
+    the run's question then times out to no-go at its deadline.
+    """
+    try:
+        return _answer(run_id, step, choice=choice, by=by, comment=comment)
+    except httpx.HTTPError as exc:
+        raise EngineError(
+            f"the Prefect server does not answer ({type(exc).__name__}): the answer was not "
+            "given; unless the server comes back, the question times out as no-go"
+        ) from None
+
+
+def _answer(run_id: str, step: str, *, choice: Choice, by: str, comment: str) -> str:
+    with get_client(sync_client=True, httpx_settings={"timeout": ANSWER_TIMEOUT_S}) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[run_tag(run_id)])),
             limit=10,

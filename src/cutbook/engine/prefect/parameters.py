@@ -48,6 +48,7 @@ SETTINGS_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]]
     "speed": (float, float),
     "start": (_start_out, _start_in),
     "dry_run": (bool, bool),
+    "preflight": (bool, bool),
     "auto_approve": (bool, bool),
     "started_by": (str, str),
 }
