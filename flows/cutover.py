@@ -1,8 +1,8 @@
 """Prefect entrypoint: ``flows/cutover.py:cutover`` (loaded by file path, never imported).
 
-Deploy it with Prefect as usual, e.g.::
-
-    prefect deploy flows/cutover.py:cutover -n customs-reorg-2025
+``cutbook schedule RUNBOOK --at ISO`` deploys it (one deployment per runbook, on the
+work pool ``cutbook``) and ``cutbook serve`` runs it; ``prefect.yaml`` declares the same
+deployment for ``prefect deploy``.
 
 and give it the parameters ``cutbook run`` would: build them with
 ``cutbook.engine.prefect.parameters.to_parameters(loaded, settings)``. They

@@ -35,6 +35,32 @@ TimeText = Annotated[
 
 OnFailure = Literal["rollback", "abort", "continue", "pause"]
 
+RUN_MILESTONES = (
+    "run-scheduled",
+    "run-started",
+    "gate-waiting",
+    "step-failed",
+    "rollback-started",
+    "run-finished",
+    "guard-alarm",
+)
+"""Moments the run itself announces (run-scheduled and guard-alarm: by the scheduler and
+the deadline guard, which fire them; a runbook may already subscribe)."""
+STEP_MILESTONES = ("intake-stopped", "intake-reopened")
+"""Moments a step announces when it succeeds (``milestone:``); a step may also name its own."""
+MILESTONES = (
+    "run-scheduled",
+    "run-started",
+    "intake-stopped",
+    "gate-waiting",
+    "step-failed",
+    "rollback-started",
+    "intake-reopened",
+    "run-finished",
+    "guard-alarm",
+)
+"""Every built-in milestone, in the order a night meets them."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -106,6 +132,11 @@ class Step(_Strict):
     concurrency: int = Field(10, ge=1, le=1000)
     approval: ApprovalSpec | None = None
     always: bool = False
+    milestone: str | None = Field(
+        None,
+        description="Announce this milestone to the notify: channels subscribed to it when the "
+        "step succeeds: intake-stopped, intake-reopened, or a lowercase-dashed name of your own",
+    )
 
     @property
     def title(self) -> str:
@@ -123,6 +154,26 @@ class StepDefaults(_Strict):
     timeout: Duration | None = None
     retries: RetryPolicy = Field(default_factory=RetryPolicy)
     on_failure: OnFailure = "rollback"
+
+
+class NotifyChannel(_Strict):
+    """Who hears which milestones of the night, through apprise."""
+
+    name: str | None = Field(
+        None, description="How the journal and logs name the channel (never by its URLs)"
+    )
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Apprise URLs (json://, mailto://, slack://...); templates may use vars "
+        "and secrets: put tokens in secrets, never in the file",
+        json_schema_extra={"minItems": 1},
+    )
+    on: list[str] = Field(
+        default_factory=list,
+        description="Milestones to send: run-scheduled, run-started, intake-stopped, "
+        "gate-waiting, step-failed, rollback-started, intake-reopened, run-finished, "
+        "guard-alarm, or a step's own milestone name",
+    )
 
 
 class TargetSpec(BaseModel):
@@ -151,6 +202,9 @@ class Runbook(_Strict):
     defaults: StepDefaults = Field(default_factory=StepDefaults)
     targets: dict[str, TargetSpec] = Field(default_factory=dict)
     steps: list[Step] = Field(min_length=1)
+    notify: list[NotifyChannel] = Field(
+        default_factory=list, description="Channels told about milestones of the run"
+    )
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cutbook import __version__
-from cutbook.cli import audit, demo, preflight, run, runbook
+from cutbook.cli import audit, demo, preflight, run, runbook, schedule
 from cutbook.cli.console import err, out
 from cutbook.errors import CutbookError
 
@@ -41,6 +41,7 @@ app.add_typer(audit_app, name="audit")
 runbook.register(app)
 preflight.register(app)
 run.register(app)
+schedule.register(app)
 demo.register(app)
 audit.register(audit_app)
 

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
 
 from cutbook.engine.observe import RunObserver
 from cutbook.engine.prefect.secrets import PrefectSecrets
 from cutbook.engine.prefect.server import ensure_server, use_running_server
 from cutbook.engine.preflight import Preflight, StepCheck
-from cutbook.engine.session import EXIT_CODES, RunSettings, Session
+from cutbook.engine.session import EXIT_CODES, RunSettings, Session, new_run_id
 from cutbook.engine.state import Choice, Halt, Outcome
+from cutbook.errors import EngineError, UsageError
 from cutbook.logs import configure as configure_logs
 from cutbook.validation import LoadedRunbook, load
+
+if TYPE_CHECKING:
+    from cutbook.engine.prefect.deploy import ScheduledCutover
+
+T = TypeVar("T")
 
 __all__ = [
     "Launched",
@@ -34,6 +43,10 @@ __all__ = [
     "launch",
     "preflight",
     "resume",
+    "schedule",
+    "schedules",
+    "serve",
+    "unschedule",
 ]
 
 
@@ -158,3 +171,63 @@ async def _run(session: Session) -> Outcome | None:
     await session.prepare()
     await run_in_process(session)
     return session.runner.outcome if session.runner else None
+
+
+def schedule(
+    loaded: LoadedRunbook, settings: RunSettings, at: datetime, *, pool: str
+) -> ScheduledCutover:
+    """Freeze the runbook and schedule its flow run for ``at`` (the window moves there)."""
+    rb = loaded.runbook
+    now = datetime.now(UTC)
+    if at <= now:
+        raise UsageError(f"--at {at.isoformat()} is in the past (now {now.astimezone(rb.zone)})")
+    end = rb.window_end + (at - rb.window_start)
+    if end <= at:
+        raise UsageError(f"--at {at.isoformat()}: the window would end ({end}) before it opens")
+    if not pool.strip():
+        raise UsageError("--pool must name a work pool")
+    ensure_server(settings.data_dir)
+    from cutbook.engine.prefect.deploy import schedule as create
+
+    settings = replace(
+        settings,
+        data_dir=settings.data_dir.resolve(),
+        clock="real",
+        start=at,
+        run_id=settings.run_id or new_run_id(rb.name),
+    )
+    return _ask_prefect(create(loaded, settings, at, pool))
+
+
+def schedules() -> list[ScheduledCutover]:
+    """Scheduled cutovers that have not ended, soonest first."""
+    use_running_server()
+    from cutbook.engine.prefect.deploy import upcoming
+
+    return _ask_prefect(upcoming())
+
+
+def unschedule(prefix: str) -> ScheduledCutover:
+    """Cancel a scheduled cutover that has not started; returns what was cancelled."""
+    use_running_server()
+    from cutbook.engine.prefect.deploy import cancel
+
+    return _ask_prefect(cancel(prefix))
+
+
+def serve(data_dir: Path, *, pool: str, say: Callable[[str], None]) -> None:
+    """Run scheduled cutovers on this machine until stopped: a process worker on ``pool``."""
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")  # before Prefect is imported
+    ensure_server(data_dir)
+    from cutbook.engine.prefect.deploy import serve as work
+
+    asyncio.run(work(pool, say))
+
+
+def _ask_prefect(call: Coroutine[Any, Any, T]) -> T:
+    """One request to the Prefect API; a server that is not there is one line, not a trace."""
+    try:
+        return asyncio.run(call)
+    except (httpx.HTTPError, OSError) as exc:
+        api = os.environ.get("PREFECT_API_URL", "the Prefect API")
+        raise EngineError(f"{api}: {exc}".splitlines()[0]) from None

@@ -26,6 +26,10 @@ class RunObserver:
     def run_changed(self, run: RunState) -> None:
         """A step waited, started, finished or rolled back (every change the UI sees)."""
 
+    def asking(self, question: Question) -> None:
+        """A person is being asked (a gate, a manual step, a failed step's decision); the
+        run waits for the answer."""
+
     def run_finished(self, run: RunState, outcome: Outcome | None) -> None:
         """The run is over (``None``: it stopped without an outcome); the journal is closed."""
 
@@ -41,6 +45,8 @@ class Watched:
         return await self.inner.task(name, body)
 
     async def ask(self, question: Question) -> Answer:
+        for observer in self.observers:
+            observer.asking(question)
         return await self.inner.ask(question)
 
     def publish(self, run: RunState) -> None:

@@ -36,6 +36,7 @@ class Rollback:
         run = self.run
         todo = [sid for sid in reversed(run.completed) if self.needed(run.states[sid])]
         run.journal.append(Event.ROLLBACK_STARTED, reason=run.failure, steps=todo)
+        run.publish()  # watchers (the notifier) see the turn even with nothing to undo
         log.warning(f"rolling back {len(todo)} step(s): {', '.join(todo) or 'none'}")
         ok = True
         for sid in todo:

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from cutbook import __version__, paths, registry, templating
 from cutbook.adapter import Adapter, AdapterContext
 from cutbook.clock import RealClock, VirtualClock
+from cutbook.engine.notify import Notifier, build_channels
 from cutbook.engine.observe import RunObserver, Watched
 from cutbook.engine.resume import Recovered, reconstruct
 from cutbook.engine.runner import Runner
@@ -157,6 +158,8 @@ class Session:
         self.runner: Runner | None = None
         self.recovered: Recovered | None = None
         self.observers: list[RunObserver] = []
+        self.notifier: Notifier | None = None
+        """Tells the runbook's ``notify:`` channels about milestones; None without channels."""
         self.leases: list[Lease] = []
         self.fingerprint: str | None = None
         """The estate this run acts on: runbook name and rendered targets, secrets scrubbed."""
@@ -245,6 +248,10 @@ class Session:
         )
         if self.recovered is None:
             self._record_started()
+        if rb.notify and not self.settings.preflight:
+            channels = build_channels(rb.notify, ctx, self.redactor)
+            self.notifier = Notifier(rb, channels, self.journal, self.redactor, self.run_id)
+            self.observers.append(self.notifier)
         for observer in self.observers:
             observer.run_prepared(self.run_id)
 
@@ -468,6 +475,8 @@ class Session:
         try:
             for adapter in self.adapters.values():
                 await adapter.aclose()
+            if self.notifier is not None:  # its records must come before run.finished
+                await self.notifier.finish(self.runner.state if self.runner else None, outcome)
             if self.journal is not None:
                 self._record_end(outcome, error)
                 self.journal.close()

@@ -41,6 +41,7 @@ class Event(StrEnum):
     ROLLBACK_FINISHED = "rollback.finished"
     RUN_FINISHED = "run.finished"
     RUN_INTERRUPTED = "run.interrupted"
+    NOTIFICATION_SENT = "notification.sent"
     JOURNAL_REPAIRED = "journal.repaired"
 
 
@@ -254,6 +255,19 @@ class RollbackFinished(TypedDict, total=False):
     ok: bool
 
 
+# ---------------------------------------------------------------- notifications
+
+
+class NotificationSent(TypedDict, total=False):
+    """One milestone told to one ``notify:`` channel, or the attempt; never its URLs."""
+
+    milestone: str
+    channel: str  # the channel's name, or its position in notify: (from 1)
+    ok: bool
+    error: str | None  # why it was not delivered, scrubbed of secrets and URLs
+    step: str | None  # the step the milestone is about, if any
+
+
 FIELDS: Final[dict[Event, type]] = {
     Event.RUN_STARTED: RunStarted,
     Event.RUN_RESUMED: RunResumed,
@@ -274,6 +288,7 @@ FIELDS: Final[dict[Event, type]] = {
     Event.ROLLBACK_FINISHED: RollbackFinished,
     Event.RUN_FINISHED: RunFinished,
     Event.RUN_INTERRUPTED: RunInterrupted,
+    Event.NOTIFICATION_SENT: NotificationSent,
     Event.JOURNAL_REPAIRED: JournalRepaired,
 }
 

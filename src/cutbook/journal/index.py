@@ -33,10 +33,11 @@ def index_entry(record: Record, journal: Path) -> dict[str, Any]:
             "started_at": record.ts,
             "timezone": record.fields.get("timezone"),
             "dry_run": record.fields.get("dry_run"),
-            "preflight": record.fields.get("preflight"),
             "clock": record.fields.get("clock"),
             "outcome": None,
         }
+        if record.fields.get("preflight"):  # only then: older indexes stay byte-identical
+            entry["preflight"] = True
     elif record.event == Event.RUN_RESUMED:
         entry |= {"outcome": None, "resumed_at": record.ts}
     else:

@@ -13,9 +13,10 @@ from typing import Any
 from cutbook import yamlsafe
 from cutbook.diagnostics import Diagnostic
 from cutbook.model import API_VERSION, Runbook, Step
-from cutbook.validation import dependencies, inputs, times
+from cutbook.validation import dependencies, inputs, templates, times
 from cutbook.validation.adapters import check_targets
 from cutbook.validation.loaded import LoadedRunbook
+from cutbook.validation.notify import check_notify
 from cutbook.validation.policies import check_policies
 from cutbook.validation.pydantic_errors import validate_model
 from cutbook.validation.report import Report
@@ -62,6 +63,7 @@ def _run(report: Report, path: Path, name: str, overrides: dict[str, Any]) -> Lo
     if not times.check_window(report, rb):
         return None
     vars_ = inputs.check_vars(report, rb, overrides)
+    templates.check_variable_templates(report, rb.vars)
     data = inputs.check_data(report, rb, path.parent)
     inputs.check_secrets(report, rb)
     loaded = LoadedRunbook(
@@ -83,6 +85,7 @@ def _run(report: Report, path: Path, name: str, overrides: dict[str, Any]) -> Lo
     check_targets(report, rb, loaded)
     for step in rb.steps:
         check_step(report, rb, step, loaded, ancestors)
+    check_notify(report, rb, loaded)
     check_policies(report, rb, loaded, ancestors)
     return loaded
 

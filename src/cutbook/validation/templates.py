@@ -56,6 +56,24 @@ def check_templates(
     return ok
 
 
+def check_variable_templates(report: Report, variables: dict[str, Any]) -> None:
+    """Variables are data, never rendered: a template in one is either an escape attempt
+    (an error now, not a surprise on the night) or a misunderstanding (a warning)."""
+    for rel, text in templating.walk_strings(variables):
+        path: PathKey = ("vars", *rel)
+        try:
+            info = templating.analyze(text)
+        except templating.TemplateProblem as exc:
+            report.err(path, str(exc))
+            continue
+        if _check_sandbox(report, path, info):
+            report.warn(
+                path,
+                "variables are data, not templates: this value is used exactly as written, "
+                "braces included; compute it in the template that uses it instead",
+            )
+
+
 def _check_sandbox(report: Report, path: PathKey, info: templating.TemplateInfo) -> bool:
     if info.unsafe:
         names = " and ".join(repr(a) for a in sorted(set(info.unsafe)))

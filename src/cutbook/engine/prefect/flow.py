@@ -15,7 +15,6 @@ docs/operating-a-cutover.md, "When the Prefect server is slow or gone").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from dataclasses import replace
@@ -32,7 +31,13 @@ from prefect.states import Completed, Failed
 
 from cutbook.engine.prefect.artifacts import artifact_key
 from cutbook.engine.prefect.bridge import PrefectBridge
-from cutbook.engine.prefect.parameters import FlowParameters, run_tags, to_parameters, to_settings
+from cutbook.engine.prefect.parameters import (
+    FlowParameters,
+    run_tags,
+    sha256_of,
+    to_parameters,
+    to_settings,
+)
 from cutbook.engine.prefect.reporter import FlowRunSpec, Reporter
 from cutbook.engine.prefect.secrets import PrefectSecrets
 from cutbook.engine.prefect.server import ui_url
@@ -64,6 +69,7 @@ async def cutover(
     runbook_path: str,
     runbook_sha256: str,
     runbook_text: str,
+    data_sha256: dict[str, str],
     variables: dict[str, Any],
     run_id: str,
     settings: dict[str, Any],
@@ -75,6 +81,7 @@ async def cutover(
             runbook_path=runbook_path,
             runbook_sha256=runbook_sha256,
             runbook_text=runbook_text,
+            data_sha256=data_sha256,
             variables=variables,
             run_id=run_id,
             settings=settings,
@@ -153,15 +160,37 @@ def _final_state(session: Session, outcome: Outcome | None) -> State[Any]:
 
 
 async def session_from_parameters(params: FlowParameters) -> Session:
-    """What a flow run started from a deployment runs: the session ``cutbook run`` would."""
-    path = params["runbook_path"]
-    loaded = load(Path(path), overrides=params["variables"])
-    if loaded.sha256 != params["runbook_sha256"]:
-        got = hashlib.sha256(loaded.text.encode()).hexdigest()[:12]
-        raise RunbookError(f"{path} changed since the run was submitted (sha256 {got}…)")
+    """What a flow run started from a deployment runs: the session ``cutbook run`` would,
+    refused before anything acts if the runbook or a data file differs from what was frozen."""
+    path = Path(params["runbook_path"])
+    changed = frozen_changes(params)
+    if changed:
+        at = (params.get("settings") or {}).get("start") or params["window_start"]
+        raise RunbookError(
+            f"refusing to run {params['runbook_name']!r}: it changed since it was scheduled "
+            f"({'; '.join(changed)}). Nothing was run. Review the change, then schedule it "
+            f"again: cutbook schedule {path} --at {at}"
+        )
+    loaded = load(path, overrides=params["variables"])
+    if loaded.sha256 != params["runbook_sha256"]:  # changed between the check and the load
+        raise RunbookError(f"{path} changed while the run was starting; nothing was run")
     session = Session(loaded, to_settings(params), secret_store=PrefectSecrets())
     await session.prepare()
     return session
+
+
+def frozen_changes(params: FlowParameters) -> list[str]:
+    """Each file that differs from what was frozen: which one, frozen sha256 vs now."""
+    path = Path(params["runbook_path"])
+    frozen = {str(path): (path, params["runbook_sha256"])}
+    for rel, digest in (params.get("data_sha256") or {}).items():
+        frozen[rel] = ((path.parent / rel).resolve(), digest)
+    changes = []
+    for name, (file, digest) in frozen.items():
+        now = sha256_of(file)
+        if now != digest:
+            changes.append(f"{name}: frozen sha256 {digest[:12]}, now {now[:12]}")
+    return changes
 
 
 def _api() -> str | None:

@@ -10,6 +10,7 @@ Prefect import here: building parameters needs none.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,8 @@ class FlowParameters(TypedDict):
     runbook_sha256: str
     """A deployment's run refuses a runbook whose text changed since it was submitted."""
     runbook_text: str
+    data_sha256: dict[str, str]
+    """Each data file's sha256 by its path as the runbook names it: frozen with the text."""
     variables: dict[str, Any]
     run_id: str
     settings: dict[str, Any]
@@ -70,12 +73,32 @@ def to_parameters(
         runbook_path=str(loaded.path.resolve()),
         runbook_sha256=loaded.sha256,
         runbook_text=loaded.text,
+        data_sha256=data_hashes(loaded),
         variables=dict(loaded.vars),
         run_id=settings.run_id,
         settings={
             name: encode(getattr(settings, name)) for name, (encode, _) in SETTINGS_CODECS.items()
         },
     )
+
+
+def data_files(loaded: LoadedRunbook) -> dict[str, Path]:
+    """The data files a runbook reads, by the path it names them with (relative to it)."""
+    base = loaded.path.parent
+    return {rel: (base / rel).resolve() for rel in loaded.runbook.data.values()}
+
+
+def data_hashes(loaded: LoadedRunbook) -> dict[str, str]:
+    """What a scheduled run checks its data files against when it starts."""
+    return {rel: sha256_of(path) for rel, path in data_files(loaded).items()}
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, or ``"missing"`` when it is gone (a difference worth naming)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 def to_settings(parameters: Mapping[str, Any]) -> RunSettings:
