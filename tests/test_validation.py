@@ -503,3 +503,51 @@ def test_the_merge_key_example_of_the_reference_validates(tmp_path: Path) -> Non
         ("rename-son-la", "/offices/15C4", "catalogue", steps[0].retries),
     ]
     assert steps[0].retries is not None and steps[0].retries.attempts == 5
+
+
+# --- preflight: a read-only precondition, checked like a verify --------------------------
+
+
+PREFLIGHT = (
+    HEAD
+    + """\
+targets:
+  catalogue: {adapter: http, base_url: "http://127.0.0.1:8765/catalogue"}
+  other: {adapter: http, base_url: "http://127.0.0.1:8765/other"}
+steps:
+  - id: close-office
+    target: catalogue
+    action: post
+    for_each: [13A2, 14B3]
+    with: {path: "/offices/{{ item }}/close"}
+    irreversible: true
+    preflight: PREFLIGHT
+"""
+)
+
+
+def test_preflight_reads_with_item_and_inherits_the_target(tmp_path: Path) -> None:
+    ok = '{action: get, with: {path: "/offices/{{ item }}"}, expect: {json: {status: open}}}'
+    loaded = load(write(tmp_path, PREFLIGHT.replace("PREFLIGHT", ok)))
+    pre = loaded.runbook.steps[0].preflight
+    assert pre is not None and pre.target is None and pre.action == "get"
+    assert loaded.warnings == []
+
+
+def test_preflight_arguments_and_target_are_checked_like_verify(tmp_path: Path) -> None:
+    bad = "{target: othr, action: get, with: {path: /x}}"
+    assert any(
+        "unknown target 'othr'" in p
+        for p in problems(write(tmp_path, PREFLIGHT.replace("PREFLIGHT", bad)))
+    )
+    bad = "{action: get, with: {pth: /x}}"
+    found = problems(write(tmp_path, PREFLIGHT.replace("PREFLIGHT", bad)))
+    assert any(":15:37:" in p and "pth" in p for p in found), found
+    found = problems(write(tmp_path, PREFLIGHT.replace("PREFLIGHT", "{with: {path: /x}}")))
+    assert any("action" in p for p in found), found
+
+
+def test_preflight_on_a_step_without_target_is_an_error(tmp_path: Path) -> None:
+    text = HEAD + "steps:\n  - id: marker\n    preflight: {target: t, action: get}\n"
+    found = problems(write(tmp_path, text))
+    assert any(":7:" in p and "pre-flight does not check it" in p for p in found), found

@@ -64,8 +64,20 @@ def test_no_operator_channel_is_permanent() -> None:
 def test_check_asks_nobody() -> None:
     confirm = auto_confirm()
     result = go(ARGS, confirm=confirm, phase="check")
-    assert not result.changed and result.summary == "would ask an operator: Call the treasury"
+    assert not result.changed and result.summary == (
+        "would ask an operator: Call the treasury: Phone the State Treasury duty desk and "
+        "confirm the account switch. — 2-item checklist"
+    )
     assert confirm.asked == []  # type: ignore[attr-defined]
+
+
+def test_check_shortens_long_instructions_and_names_required_evidence() -> None:
+    text = "Phone the bank.\nThen write down the reference number they give you."
+    result = go({"instructions": text, "evidence_required": True}, phase="check", step_id="bank")
+    assert result.summary == "would ask an operator: bank: Phone the bank.… — evidence required"
+    long = "x" * 200
+    summary = go({"instructions": long}, phase="check", step_id="s").summary
+    assert summary.endswith("x" * 80 + "…") and "x" * 81 not in summary
 
 
 def test_comment_secrets_scrubbed() -> None:

@@ -117,6 +117,38 @@ def test_run_is_not_executed_by_check(tmp_path: Path) -> None:
     assert not bad_cwd.ok and "does not exist" in bad_cwd.summary
 
 
+def test_run_check_command_runs_in_check_only(tmp_path: Path) -> None:
+    marker = tmp_path / "made"
+    seen = tmp_path / "checked"
+    args = {
+        "argv": ["touch", str(marker)],
+        "check": ["touch", str(seen)],
+        "ok_codes": [0, 3],
+        "env": {"WHO": "ops"},
+    }
+    result = run(act(adapter(), "run", args, phase="check"))
+    assert result.ok and result.changed and seen.exists() and not marker.exists()
+    assert "would run: touch" in result.summary and "check: touch" in result.summary
+    script = "import os, sys; print(os.environ['WHO']); sys.exit(3)"
+    failing = {**args, "check": [PY, "-c", script]}
+    blocked = run(act(adapter(), "run", failing, phase="check"))
+    assert not blocked.ok and "exit 3: ops" in blocked.summary  # the run's ok_codes do not apply
+    assert not marker.exists()
+    applied = run(act(adapter(), "run", args, phase="apply"))
+    assert applied.ok and marker.exists()
+
+
+def test_run_check_without_program_still_checks_the_program() -> None:
+    from pydantic import ValidationError
+
+    missing = run(act(adapter(), "run", {"argv": ["no-such-program-xyz"]}, phase="check"))
+    assert not missing.ok and "not found" in missing.summary
+    with pytest.raises(ValidationError, match="check"):
+        ShellAdapter.actions["probe"].args.model_validate({"argv": ["x"], "check": ["y"]})
+    with pytest.raises(ValidationError, match="check"):
+        ShellAdapter.actions["run"].args.model_validate({"argv": ["x"], "check": []})
+
+
 def test_missing_program_is_permanent() -> None:
     with pytest.raises(PermanentError, match="cannot start"):
         run(act(adapter(), "run", {"argv": ["no-such-program-xyz"]}))

@@ -91,6 +91,25 @@ class VerifySpec(_Strict):
     expect: dict[str, Any] | None = None
 
 
+class PreflightSpec(_Strict):
+    """A read-only precondition ``cutbook preflight`` checks for each item, before the night."""
+
+    target: str | None = Field(None, description="Target to ask; defaults to the step's own")
+    action: str = Field(
+        description="A read-only action of that target (get, query, probe...); "
+        "a changing action is refused"
+    )
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="Its arguments; templates may use item, index, vars, data and secrets, "
+        "not steps or output (the night has not happened yet)",
+    )
+    expect: dict[str, Any] | None = Field(
+        None, description="What the answer must contain, as in verify; unmet, the step blocks"
+    )
+
+
 class RollbackSpec(_Strict):
     """How to undo a step; omit ``action`` to use the adapter's own rollback."""
 
@@ -124,6 +143,11 @@ class Step(_Strict):
     timeout: Duration | None = None
     retries: RetryPolicy | None = None
     verify: VerifySpec | None = None
+    preflight: PreflightSpec | None = Field(
+        None,
+        description="A precondition only `cutbook preflight` checks, for each item: "
+        "'intake is open now', 'this office code exists'; unmet, the pre-flight blocks",
+    )
     rollback: RollbackSpec | None = None
     irreversible: bool = False
     on_failure: OnFailure | None = None

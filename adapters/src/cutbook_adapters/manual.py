@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field
 from cutbook import ActionSpec, Args, Call, PermanentError, Result, TargetConfig
 from cutbook_adapters._common import ScrubbingAdapter, one_line
 
+INSTRUCTIONS_SHOWN = 80
+"""Characters of the instructions' first line a pre-flight shows."""
+
 
 class ManualConfig(TargetConfig):
     """A ``manual`` target takes no options; it may name a team in the runbook only."""
@@ -59,11 +62,19 @@ class ManualAdapter(ScrubbingAdapter):
         return "\n\n".join(parts)
 
     async def check(self, call: Call) -> Result:
+        """Asks nobody; says what a person will be asked, so the lead can see it is right."""
         args = self._args(call)
         title = args.title or call.step_id
-        return Result(
-            changed=False, summary=one_line(self.scrub(f"would ask an operator: {title}"))
-        )
+        lines = args.instructions.strip().splitlines()
+        first = lines[0].strip() if lines else ""
+        if len(first) > INSTRUCTIONS_SHOWN or len(lines) > 1:
+            first = first[:INSTRUCTIONS_SHOWN].rstrip() + "…"
+        parts = [f"would ask an operator: {title}: {first}"]
+        if args.checklist:
+            parts.append(f"{len(args.checklist)}-item checklist")
+        if args.evidence_required:
+            parts.append("evidence required")
+        return Result(changed=False, summary=one_line(self.scrub(" — ".join(parts))))
 
     async def apply(self, call: Call) -> Result:
         args = self._args(call)

@@ -48,7 +48,9 @@ class ShellConfig(TargetConfig):
     )
 
 
-class RunArgs(Args):
+class CommandArgs(Args):
+    """How to run one program: ``probe``'s arguments, and the base of ``run``'s."""
+
     argv: list[str] = Field(min_length=1, description="Program and arguments; no shell is involved")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
     cwd: str | None = Field(None, description="Working directory (overrides the target's)")
@@ -63,6 +65,17 @@ class RunArgs(Args):
     )
     max_output_bytes: int = Field(
         DEFAULT_MAX_BYTES, ge=256, description="Bytes of stdout and of stderr kept"
+    )
+
+
+class RunArgs(CommandArgs):
+    """``run``'s arguments: a command, plus an optional read-only check for the pre-flight."""
+
+    check: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="A read-only command (argv) the pre-flight runs instead of the change, "
+        "with the same env, cwd and timeout; a non-zero exit blocks the night",
     )
 
 
@@ -119,7 +132,7 @@ class ShellAdapter(ScrubbingAdapter):
             reversible=False,
         ),
         "probe": ActionSpec(
-            args=RunArgs,
+            args=CommandArgs,
             description="Run a read-only program (a health or state check); "
             "also run by pre-flight checks",
             mutating=False,
@@ -132,7 +145,7 @@ class ShellAdapter(ScrubbingAdapter):
         assert isinstance(config, ShellConfig)
         self.cfg = config
 
-    def _env(self, args: RunArgs) -> dict[str, str]:
+    def _env(self, args: CommandArgs) -> dict[str, str]:
         if self.cfg.inherit_env:
             env = dict(os.environ)
         else:
@@ -141,14 +154,24 @@ class ShellAdapter(ScrubbingAdapter):
         env.update(args.env)
         return env
 
-    def _shown(self, args: RunArgs) -> str:
+    def _shown(self, args: CommandArgs) -> str:
         return self.scrub(shlex.join(args.argv))
 
     async def check(self, call: Call) -> Result:
-        """Probes run; ``run`` only checks that the program and directory exist."""
+        """Probes run, and so does a ``run``'s declared read-only ``check`` command;
+        otherwise ``run`` only checks that the program and directory exist."""
         args = self._args(call)
         if not self.actions[call.action].mutating:
             return await self._execute(call, args, raise_on_failure=False)
+        if isinstance(args, RunArgs) and args.check is not None:
+            # The run's env, cwd and timeout; success is exit 0, whatever the run's codes.
+            only = {"argv": args.check, "check": None, "stdin": None}
+            probe = args.model_copy(update={**only, "ok_codes": [0], "transient_codes": []})
+            done = await self._execute(call, probe, raise_on_failure=False)
+            summary = f"would run: {self._shown(args)}; check: {done.summary}"
+            return Result(
+                changed=True, ok=done.ok, summary=one_line(self.scrub(summary)), output=done.output
+            )
         problems = []
         env = self._env(args)
         cwd = args.cwd or self.cfg.cwd
@@ -175,12 +198,12 @@ class ShellAdapter(ScrubbingAdapter):
             return Result(ok=True, summary=f"exited {code}; no read-back defined")
         return await self._execute(call, args, raise_on_failure=False)
 
-    def _args(self, call: Call) -> RunArgs:
-        if call.action not in self.actions or not isinstance(call.args, RunArgs):
+    def _args(self, call: Call) -> CommandArgs:
+        if call.action not in self.actions or not isinstance(call.args, CommandArgs):
             raise PermanentError(f"shell: no action {call.action!r} with these args")
         return call.args
 
-    async def _execute(self, call: Call, args: RunArgs, *, raise_on_failure: bool) -> Result:
+    async def _execute(self, call: Call, args: CommandArgs, *, raise_on_failure: bool) -> Result:
         timeout_arg = args.timeout.total_seconds() if args.timeout is not None else None
         limit = min(
             (t for t in (timeout_arg, call.timeout) if t is not None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -46,3 +47,10 @@ def parse_start(value: str | None, runbook: Runbook) -> datetime | None:
         return parse_time(value, runbook.zone)
     except TimeError as exc:
         raise UsageError(f"--start: {exc}") from None
+
+
+class ListFormat(StrEnum):
+    """For listings: a table for people, JSON for scripts."""
+
+    text = "text"
+    json = "json"

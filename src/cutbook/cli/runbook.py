@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from cutbook.cli.console import err, load_runbook, out, write_output
-from cutbook.cli.options import StartOption, VarOption, parse_start
+from cutbook.cli.options import ListFormat, StartOption, VarOption, parse_start
 from cutbook.errors import RunbookInvalid
 
 
@@ -22,11 +22,6 @@ class PlanFormat(StrEnum):
     md = "md"
     json = "json"
     html = "html"
-
-
-class ListFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:

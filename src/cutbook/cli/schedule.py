@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +13,7 @@ import typer
 
 from cutbook import paths
 from cutbook.cli.console import err, load_runbook, out
-from cutbook.cli.options import DataDirOption, VarOption, parse_start
+from cutbook.cli.options import DataDirOption, ListFormat, VarOption, parse_start
 from cutbook.durations import format_duration
 from cutbook.errors import UsageError
 
@@ -31,11 +30,6 @@ PoolOption = Annotated[
         "--pool NAME` runs it too).",
     ),
 ]
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +62,7 @@ def schedule(
     then, the run refuses to start. Exit 2 for invalid input (a time in the past, an
     invalid runbook).
     """
-    from cutbook.engine.launch import RunSettings
+    from cutbook.engine.launch import RunSettings, tell_scheduled
     from cutbook.engine.launch import schedule as create
 
     loaded = load_runbook(runbook, variables)
@@ -88,6 +82,13 @@ def schedule(
     out.print(f"runbook sha256: {made.sha256}", markup=False)
     if made.url:
         out.print(f"UI: {made.url}", markup=False)
+    told = tell_scheduled(loaded, made, when)
+    if told:
+        sent = sum(1 for _, error in told if error is None)
+        out.print(f"run-scheduled: told {sent} channel(s)", markup=False)
+        for label, error in told:
+            if error is not None:
+                err.print(f"run-scheduled: channel {label} not told: {error}", markup=False)
     serve_hint = "cutbook serve" + ("" if pool == DEFAULT_POOL else f" --pool {pool}")
     err.print(
         f"it runs where a worker serves the pool: `{serve_hint}` on this machine, "
@@ -97,13 +98,15 @@ def schedule(
 
 
 def schedules(
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="text or json.")] = Format.text,
+    fmt: Annotated[
+        ListFormat, typer.Option("--format", "-f", help="text or json.")
+    ] = ListFormat.text,
 ) -> None:
     """List scheduled cutovers that have not ended, soonest first."""
     from cutbook.engine.launch import schedules as upcoming
 
     found = upcoming()
-    if fmt is Format.json:
+    if fmt is ListFormat.json:
         out.print_json(json.dumps([s.as_json() for s in found]))
         return
     if not found:

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -62,6 +63,33 @@ class Calls:
             prior=prior,
             confirm=lambda title, text: self.gates.confirm(step, title, text),
             phase=phase,  # type: ignore[arg-type]
+        )
+
+    def record(
+        self,
+        step: Step,
+        item: ItemState,
+        phase: str,
+        result: Result,
+        *,
+        ok: bool | None = None,
+        output: bool = False,
+        **extra: Any,
+    ) -> None:
+        """The outcome of a call, the intent's other half: durable before the item counts.
+
+        ``ok`` overrides the result's own (an apply that returned has succeeded);
+        ``output`` keeps the result's output, which rollback templates and resume read."""
+        self.run.journal.append(
+            Event.STEP_OUTCOME,
+            step=step.id,
+            item=item_field(step, item),
+            phase=phase,
+            ok=result.ok if ok is None else ok,
+            changed=result.changed,
+            summary=result.summary,
+            **({"output": dict(result.output)} if output else {}),
+            **extra,
         )
 
     def intend(self, step: Step, item: ItemState, call: Call, target: str | None) -> None:

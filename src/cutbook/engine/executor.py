@@ -71,15 +71,7 @@ class Executor:
             result = await adapter.check(self.calls.make(step, item, step.action, args, "check"))
             item.result = result
             item.status = "succeeded"
-            run.journal.append(
-                Event.STEP_OUTCOME,
-                step=step.id,
-                item=item_field(step, item),
-                phase="check",
-                ok=result.ok,
-                changed=result.changed,
-                summary=result.summary,
-            )
+            self.calls.record(step, item, "check", result)
             return
         if item.status == "uncertain" and await self.already_applied(step, item):
             return
@@ -89,16 +81,7 @@ class Executor:
         item.status = "running"
         result = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
         item.result = result
-        run.journal.append(
-            Event.STEP_OUTCOME,
-            step=step.id,
-            item=item_field(step, item),
-            phase="apply",
-            ok=True,
-            changed=result.changed,
-            summary=result.summary,
-            output=dict(result.output),
-        )
+        self.calls.record(step, item, "apply", result, ok=True, output=True)
         await self.verify(step, item, result)
         item.status = "succeeded"
 
@@ -121,17 +104,8 @@ class Executor:
         item.result = result
         item.status = "succeeded"
         extra = {"output_unknown": result.why} if isinstance(result, UnknownOutput) else {}
-        self.run.journal.append(
-            Event.STEP_OUTCOME,
-            step=step.id,
-            item=item_field(step, item),
-            phase="apply",
-            ok=True,
-            changed=result.changed,
-            summary=result.summary,
-            output=dict(result.output),
-            recovered=True,
-            **extra,
+        self.calls.record(
+            step, item, "apply", result, ok=True, output=True, recovered=True, **extra
         )
         return True
 

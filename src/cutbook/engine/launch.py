@@ -199,6 +199,34 @@ def schedule(
     return _ask_prefect(create(loaded, settings, at, pool))
 
 
+def tell_scheduled(
+    loaded: LoadedRunbook, made: ScheduledCutover, at: datetime
+) -> list[tuple[str, str | None]]:
+    """Announce ``run-scheduled`` to the channels that subscribe; each channel with why it
+    failed, if it did. Never raises: a notification must not undo a schedule. Secrets come
+    from the environment only (the store is the worker's, read when the run starts)."""
+    from cutbook.engine.notify import Message, tell_now
+    from cutbook.redact import Redactor
+
+    rb = loaded.runbook
+    if not any("run-scheduled" in c.on for c in rb.notify):
+        return []
+    found = {n: os.environ[n] for n in rb.secrets if os.environ.get(n)}
+    redactor = Redactor(found.values())
+    end = rb.window_end + (at - rb.window_start)
+    local = f"{at.astimezone(rb.zone):%a %d %b %H:%M} – {end.astimezone(rb.zone):%H:%M}"
+    message = Message(
+        "run-scheduled",
+        f"scheduled for {local} ({rb.timezone})",
+        f"{rb.name} is scheduled for {local} ({rb.timezone}); run id {made.run_id}, "
+        f"schedule id {made.id}, runbook sha256 {made.sha256[:12]}.",
+    )
+    try:
+        return tell_now(rb, loaded.static_context(found), redactor, message)
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        return [("notify", redactor.scrub_text(f"{type(exc).__name__}: {exc}"))]
+
+
 def schedules() -> list[ScheduledCutover]:
     """Scheduled cutovers that have not ended, soonest first."""
     use_running_server()

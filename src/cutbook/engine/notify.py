@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -428,3 +429,41 @@ class Notifier(RunObserver):
         """A moment in the runbook's zone, as the people of the night read their clocks."""
         local = when.astimezone(self.rb.zone)
         return f"{local:%a %d %b %H:%M} ({self.rb.timezone})"
+
+
+def tell_now(
+    rb: Runbook, context: Mapping[str, Any], redactor: Redactor, message: Message
+) -> list[tuple[str, str | None]]:
+    """Send one milestone outside any run (``run-scheduled``: the run does not exist yet, so
+    there is no journal to record it in); each subscribed channel with why it failed, if it
+    did. Waits at most :data:`SEND_TIMEOUT_S` per channel, all of them at once."""
+    wanted = [c for c in build_channels(rb.notify, context, redactor) if message.milestone in c.on]
+    titled = Message(
+        message.milestone,
+        f"[{rb.name}] {message.milestone}: {message.title}",
+        message.body,
+        message.level,
+    )
+    answers: dict[int, tuple[bool, str | None]] = {}
+
+    def send(n: int, channel: Channel) -> None:
+        answers[n] = _deliver(channel, titled)
+
+    threads = [
+        threading.Thread(target=send, args=(n, channel), daemon=True)
+        for n, channel in enumerate(wanted)
+        if channel.problem is None
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + SEND_TIMEOUT_S
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    told: list[tuple[str, str | None]] = []
+    for n, channel in enumerate(wanted):
+        if channel.problem is not None:
+            told.append((channel.label, channel.problem))
+            continue
+        ok, error = answers.get(n, (False, f"no answer within {SEND_TIMEOUT_S:g}s"))
+        told.append((channel.label, None if ok else channel.scrub(error or "", redactor)))
+    return told

@@ -136,39 +136,25 @@ class Preflight:
         self, step: Step, key: str, value: Any, index: int, ctx: Mapping[str, Any]
     ) -> tuple[str, bool, str]:
         assert step.target is not None and step.action is not None
-        session = self.session
-        adapter = session.adapters[step.target]
-        spec = adapter.actions[step.action]
         item_ctx = {**ctx, "item": value, "index": index}
         item = None if step.for_each is None else key
-        try:
-            raw = templating.render_args(step.with_, item_ctx, url_path_fields(spec.args))
-            args = spec.args.model_validate(raw)
-        except templating.TemplateError as exc:
-            return key, False, str(exc)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            return key, False, f"argument {where}: {first['msg']}"
-        call = Call(
-            action=step.action,
-            args=args,
-            run_id=session.run_id,
-            step_id=step.id,
-            item_key=item,
-            idempotency_key=_key(session.run_id, step.id, key),
-            clock=session.clock,
-            log=lambda msg: log.info(msg, step=step.id, item=key),
-            timeout=30.0,
-            phase="check",
-        )
-        async with self._slots:
-            try:
-                result: Result = await adapter.check(call)
-            except CutbookError as exc:
-                result = Result(ok=False, summary=str(exc))
-        assert session.journal is not None
-        session.journal.append(
+        result = await self._call(step, step.target, step.action, step.with_, item_ctx, key)
+        if result.ok and step.preflight is not None:
+            pre = step.preflight
+            raw = dict(pre.with_)
+            if pre.expect is not None:
+                raw["expect"] = pre.expect
+            target = pre.target or step.target
+            ask = await self._call(step, target, pre.action, raw, item_ctx, key, precondition=True)
+            result = Result(
+                ok=ask.ok,
+                changed=result.changed,
+                summary=f"{result.summary}; precondition: {ask.summary}"
+                if ask.ok
+                else f"precondition not met: {ask.summary}",
+            )
+        assert self.session.journal is not None
+        self.session.journal.append(
             Event.STEP_OUTCOME,
             step=step.id,
             item=item,
@@ -178,6 +164,52 @@ class Preflight:
             summary=result.summary,
         )
         return key, result.ok, result.summary
+
+    async def _call(
+        self,
+        step: Step,
+        target: str,
+        action: str,
+        raw_args: Mapping[str, Any],
+        item_ctx: Mapping[str, Any],
+        key: str,
+        *,
+        precondition: bool = False,
+    ) -> Result:
+        """One adapter ``check``: the step's own call, or its ``preflight:`` precondition
+        (a read-only action, whose ``check`` performs it and judges ``expect``)."""
+        session = self.session
+        adapter = session.adapters[target]
+        spec = adapter.actions[action]
+        if precondition and spec.mutating:
+            # Validation refuses this; never send a change from a pre-flight regardless.
+            return Result(ok=False, summary=f"preflight action {action!r} would change things")
+        try:
+            raw = templating.render_args(raw_args, item_ctx, url_path_fields(spec.args))
+            args = spec.args.model_validate(raw)
+        except templating.TemplateError as exc:
+            return Result(ok=False, summary=str(exc))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return Result(ok=False, summary=f"argument {where}: {first['msg']}")
+        call = Call(
+            action=action,
+            args=args,
+            run_id=session.run_id,
+            step_id=step.id,
+            item_key=None if step.for_each is None else key,
+            idempotency_key=_key(session.run_id, step.id, key),
+            clock=session.clock,
+            log=lambda msg: log.info(msg, step=step.id, item=key),
+            timeout=30.0,
+            phase="check",
+        )
+        async with self._slots:
+            try:
+                return await adapter.check(call)
+            except CutbookError as exc:
+                return Result(ok=False, summary=str(exc))
 
     @staticmethod
     def _render(text: Any, ctx: Mapping[str, Any]) -> Any:

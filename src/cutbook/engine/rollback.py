@@ -156,12 +156,4 @@ class Rollback:
         self.calls.intend(step, item, call, r.target if r and r.target else step.target)
         result = await self.calls.retrying(step, item, "rollback", lambda: undo(call))
         item.rolled_back = True
-        run.journal.append(
-            Event.STEP_OUTCOME,
-            step=step.id,
-            item=item_field(step, item),
-            phase="rollback",
-            ok=True,
-            changed=result.changed,
-            summary=result.summary,
-        )
+        self.calls.record(step, item, "rollback", result, ok=True)

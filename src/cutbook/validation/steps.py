@@ -29,6 +29,12 @@ def check_step(
     ancestors: Mapping[str, frozenset[str]],
 ) -> None:
     """Every check of one step; ``ancestors`` say which steps' outputs each may read."""
+    if step.preflight is not None and (step.approval is not None or step.target is None):
+        report.err(
+            report.step_path(step, "preflight"),
+            f"step {step.id!r} calls no target, so the pre-flight does not check it: "
+            "a preflight belongs to a step with a target and an action",
+        )
     if step.approval is not None:
         check_gate(report, step)
         return
@@ -43,6 +49,7 @@ def check_step(
     check_for_each(report, step, loaded, mine)
     check_call(report, step, target, action, step.with_, sp, loaded, mine, "with")
     check_verify(report, rb, step, target, action, loaded, mine)
+    check_preflight(report, rb, step, target, loaded)
     check_rollback(report, rb, step, target, action, cls, loaded, mine)
     check_shell_strings(report, rb, step)
     if step.item_key is not None:
@@ -146,6 +153,45 @@ def check_verify(
                 f"step {step.id!r} verifies with {vaction!r}, which changes things; "
                 "verification should only read",
             )
+
+
+def check_preflight(
+    report: Report, rb: Runbook, step: Step, target: str, loaded: LoadedRunbook
+) -> None:
+    """A pre-flight precondition is checked like a verify, but must only read, and runs
+    before the night, so no step's output exists for it (``target`` is the step's own)."""
+    p = step.preflight
+    if p is None:
+        return
+    ppath = (*report.step_path(step), "preflight")
+    ptarget = p.target or target
+    if not _known_target(report, rb, ptarget, (*ppath, "target"), step):
+        return
+    args = dict(p.with_)
+    moved: dict[str, PathKey] = {}
+    if p.expect is not None:
+        args["expect"] = p.expect
+        moved["expect"] = (*ppath, "expect")
+    for where, text in templating.walk_strings(args):
+        try:
+            night = templating.analyze(text).names & {"steps", "output", "run"}
+        except templating.TemplateProblem:
+            continue  # check_call reports it
+        if night:
+            report.err(
+                (*ppath, *(("with", *where) if where[:1] != ("expect",) else where)),
+                f"step {step.id!r}: preflight uses {' and '.join(sorted(night))}, which exist "
+                "only during the night; a pre-flight may use item, index, vars, data and secrets",
+            )
+            return
+    check_call(report, step, ptarget, p.action, args, ppath, loaded, frozenset(), "with", moved)
+    spec = loaded.adapters[ptarget].actions.get(p.action) if ptarget in loaded.adapters else None
+    if spec is not None and spec.mutating:
+        report.err(
+            (*ppath, "action"),
+            f"step {step.id!r}: preflight action {p.action!r} changes things; a pre-flight "
+            "only reads (use a read-only action such as get, query or probe)",
+        )
 
 
 def check_rollback(

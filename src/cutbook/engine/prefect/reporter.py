@@ -376,10 +376,14 @@ class Reporter:
         state: State[Any],
     ) -> None:
         if not run.created:
-            await client.create_task_run(
+            made = await client.create_task_run(
                 task, flow_run_id, run.dynamic_key, id=run.id, name=run.name, state=state
             )
             run.created = True
+            # A create that timed out may still have landed (a stalled server answers it
+            # later); creating again then returns that run with its *old* state.
+            if made.state is None or made.state.type != state.type:
+                await client.set_task_run_state(made.id, state, force=True)
         else:
             await client.set_task_run_state(run.id, state, force=True)
 
