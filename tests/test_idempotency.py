@@ -175,7 +175,7 @@ apiVersion: cutbook/v1
 name: flaky-pki
 timezone: Asia/Ho_Chi_Minh
 window: {{start: "2025-03-14T23:00", end: "2025-03-15T05:00"}}
-defaults: {{retries: {{attempts: 30, backoff: fixed, delay: 1s}}}}
+defaults: {{retries: {{attempts: 200, backoff: fixed, delay: 1s}}}}
 targets:
   edoc: {{adapter: pki, ca_url: "{sim.url}/edoc"}}
 steps:

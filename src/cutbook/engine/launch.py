@@ -23,7 +23,8 @@ from cutbook.engine.observe import RunObserver
 from cutbook.engine.prefect.secrets import PrefectSecrets
 from cutbook.engine.prefect.server import ensure_server, use_running_server
 from cutbook.engine.preflight import Preflight, StepCheck
-from cutbook.engine.session import EXIT_CODES, RunSettings, Session, new_run_id
+from cutbook.engine.session import RunSettings, Session, new_run_id
+from cutbook.engine.signals import EXIT_CODES
 from cutbook.engine.state import Choice, Halt, Outcome
 from cutbook.errors import EngineError, UsageError
 from cutbook.logs import configure as configure_logs

@@ -7,22 +7,18 @@ never half-started. The flow then only executes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import getpass
 import hashlib
 import json
 import os
 import platform
 import secrets as pysecrets
-import signal
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -34,6 +30,8 @@ from cutbook.engine.notify import Notifier, build_channels
 from cutbook.engine.observe import RunObserver, Watched
 from cutbook.engine.resume import Recovered, reconstruct
 from cutbook.engine.runner import Runner
+from cutbook.engine.secrets import SecretStore, resolve_secrets
+from cutbook.engine.signals import StopSignals
 from cutbook.engine.state import Bridge, Halt, Outcome, RunOptions
 from cutbook.errors import JournalWriteError, LeaseHeld, RunbookError, UsageError
 from cutbook.journal import Journal, read_records, resolve_run
@@ -41,15 +39,10 @@ from cutbook.journal.events import Event
 from cutbook.journal.lease import Lease, estate_lock, holder, run_lock
 from cutbook.planning import Plan
 from cutbook.planning import plan as make_plan
-from cutbook.redact import MIN_SECRET_LENGTH, Redactor
+from cutbook.redact import Redactor
 from cutbook.validation import LoadedRunbook, load
 
 log = structlog.get_logger("cutbook.engine")
-
-STOP_GRACE_ENV = "CUTBOOK_STOP_GRACE"
-"""Seconds (real time) a first SIGINT/SIGTERM lets changes in flight finish; default 30."""
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
-"""128 + the signal's number, as shells report a process a signal stopped."""
 
 
 @dataclass
@@ -75,46 +68,6 @@ class RunSettings:
 def new_run_id(name: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{name}-{stamp}-{pysecrets.token_hex(2)}"
-
-
-class SecretStore(Protocol):
-    """Where a secret the environment does not hold is looked up (Prefect Secret blocks)."""
-
-    async def lookup(self, name: str) -> str | None: ...
-
-    def hint(self, missing: list[str]) -> str:
-        """How an operator would provide the missing secrets there."""
-        ...
-
-
-async def resolve_secrets(names: list[str], store: SecretStore | None = None) -> dict[str, str]:
-    """Environment first, then the store; too-short or missing secrets stop the run."""
-    values: dict[str, str] = {}
-    missing = []
-    for name in names:
-        if os.environ.get(name):
-            values[name] = os.environ[name]
-            continue
-        value = await store.lookup(name) if store is not None else None
-        if value is None:
-            missing.append(name)
-        else:
-            values[name] = value
-    short = [n for n, v in values.items() if len(v) < MIN_SECRET_LENGTH]
-    if short:
-        raise UsageError(
-            f"secret(s) {', '.join(short)} shorter than {MIN_SECRET_LENGTH} characters: "
-            "too short to scrub from logs reliably"
-        )
-    if missing:
-        elsewhere = f", or {store.hint(missing)}" if store is not None else ""
-        raise UsageError(
-            "secret(s) not found: "
-            + ", ".join(missing)
-            + " — set them in the environment"
-            + elsewhere
-        )
-    return values
 
 
 def _versions(adapters: dict[str, type[Adapter]]) -> dict[str, Any]:
@@ -521,84 +474,3 @@ def _still_running(run_id: str, who: str) -> str:
         "processes act on one estate. Watch it, or stop it (Ctrl-C in its terminal, or "
         f"kill -TERM its pid), then: cutbook resume {run_id}"
     )
-
-
-def _say(message: str) -> None:
-    """Straight to stderr: the operator must see this whatever the logging does."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"cutbook: {message}\n")
-        sys.stderr.flush()
-
-
-class StopSignals:
-    """SIGINT and SIGTERM mean "stop safely", never "die".
-
-    The first: start nothing new, let changes in flight finish (for up to
-    ``CUTBOOK_STOP_GRACE`` seconds, default 30), then leave the run resumable.
-    A second, or the grace running out: cancel what is in flight now; the
-    write-ahead intents make that safe to resume. Handlers live on the event
-    loop (``add_signal_handler``), so they run between awaits, never inside a
-    journal write.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.received: str | None = None
-        self.hard = False
-        self.grace = float(os.environ.get(STOP_GRACE_ENV) or 30.0)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def arm(self) -> None:
-        """(Re)install the handlers; Prefect's flow engine replaces SIGTERM's on entry."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._loop = loop
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._received, sig)
-            except (ValueError, RuntimeError, NotImplementedError):
-                return  # not the main thread (an embedder): the host's handlers apply
-
-    def settle(self) -> None:
-        """The run is over or halted: no hard stop is due. The handlers stay until the
-        event loop closes (closing removes them), so a late Ctrl-C cannot raise
-        KeyboardInterrupt inside Prefect's teardown."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def apply(self, runner: Runner) -> None:
-        """A signal that came before the runner existed stops it before it starts."""
-        if self.received is not None:
-            runner.state.halt(Halt("signal", self.received, hard=self.hard))
-
-    def _received(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        runner = self.session.runner
-        if runner is not None and runner.outcome is not None:
-            return  # already over; it is only closing
-        if self.received is None:
-            self.received = name
-            _say(
-                f"{name}: stopping safely: nothing new starts; changes in flight may finish "
-                f"(up to {self.grace:g} s). Press Ctrl-C (or send {name}) again to stop now. "
-                f"The run stays resumable: {self.session.resume_command}"
-            )
-            if self._loop is not None:
-                self._timer = self._loop.call_later(self.grace, self._stop_now, "time is up")
-            if runner is not None:
-                runner.state.halt(Halt("signal", name))
-            return
-        self._stop_now(f"a second {name}")
-
-    def _stop_now(self, why: str) -> None:
-        if self.hard:
-            return
-        self.hard = True
-        runner = self.session.runner
-        _say(f"{why}: stopping now; changes in flight are cancelled (resume settles them)")
-        if runner is not None and self.received is not None:
-            runner.state.halt(Halt("signal", self.received, hard=True))

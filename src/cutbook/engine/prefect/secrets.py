@@ -11,7 +11,7 @@ def secret_block_name(name: str) -> str:
 
 
 class PrefectSecrets:
-    """A :class:`~cutbook.engine.session.SecretStore` over Prefect Secret blocks."""
+    """A :class:`~cutbook.engine.secrets.SecretStore` over Prefect Secret blocks."""
 
     async def lookup(self, name: str) -> str | None:
         # Imported here: a run whose secrets are all in the environment never needs it.
