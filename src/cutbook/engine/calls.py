@@ -29,15 +29,19 @@ from cutbook.model import Step
 log = structlog.get_logger("cutbook.engine")
 
 
+def idempotency_key(run_id: str, step: str, item: str, phase: str) -> str:
+    """Names the intended change: stable across retries and resumes of the same run,
+    step, item and phase, so a target applies it once however often it is sent."""
+    return hashlib.sha256(f"{run_id}:{step}:{item}:{phase}".encode()).hexdigest()[:32]
+
+
 class Calls:
     def __init__(self, run: RunState, gates: Gates) -> None:
         self.run = run
         self.gates = gates
 
     def key(self, step: Step, item: ItemState, phase: str) -> str:
-        """Stable across retries and resumes of the same run, step, item and phase."""
-        raw = f"{self.run.opts.run_id}:{step.id}:{item.key}:{phase}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        return idempotency_key(self.run.opts.run_id, step.id, item.key, phase)
 
     def make(
         self,

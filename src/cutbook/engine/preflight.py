@@ -10,7 +10,6 @@ journalled as a run of its own kind so an auditor can see it was done and when.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from cutbook import templating
 from cutbook.adapter import Call, Result, url_path_fields
+from cutbook.engine.calls import idempotency_key
 from cutbook.engine.session import Session
 from cutbook.errors import CutbookError
 from cutbook.journal.events import Event
@@ -56,10 +56,6 @@ def _night_only(step: Step) -> str:
             continue  # validation already refused it; rendering will say why
     found = sorted(names & {"steps", "output"})
     return " and ".join(f"`{n}`" for n in found) + " (known only during the night)" if found else ""
-
-
-def _key(run_id: str, step: str, item: str) -> str:
-    return hashlib.sha256(f"{run_id}:{step}:{item}:apply".encode()).hexdigest()[:32]
 
 
 class Preflight:
@@ -199,7 +195,7 @@ class Preflight:
             run_id=session.run_id,
             step_id=step.id,
             item_key=None if step.for_each is None else key,
-            idempotency_key=_key(session.run_id, step.id, key),
+            idempotency_key=idempotency_key(session.run_id, step.id, key, "apply"),
             clock=session.clock,
             log=lambda msg: log.info(msg, step=step.id, item=key),
             timeout=30.0,
