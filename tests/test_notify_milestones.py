@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +27,8 @@ from cutbook.engine.state import Answer, Outcome, Question
 from cutbook.errors import PermanentError
 from cutbook.journal import read_records, verify
 from cutbook.validation import load
+from notify_support import Endpoint
+from notify_support import endpoint as endpoint
 
 TOKEN = "tok-3f9a7c21e5d0"
 
@@ -66,43 +66,6 @@ class NoteKv(BaseAdapter):
 
 
 registry.register("notekv", NoteKv)
-
-
-class Endpoint:
-    """A local HTTP server that keeps every JSON body POSTed to it, with its path."""
-
-    def __init__(self) -> None:
-        received: list[tuple[str, dict[str, Any]]] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                received.append((self.path, json.loads(self.rfile.read(length) or b"{}")))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def milestones(self) -> list[str]:
-        """The milestone each message names: its title is ``[runbook rehearsal] milestone: ...``."""
-        return [body["title"].split("] ", 1)[1].split(":", 1)[0] for _, body in self.received]
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    ep = Endpoint()
-    ep.thread.start()
-    try:
-        yield ep
-    finally:
-        ep.server.shutdown()
-        ep.server.server_close()
 
 
 def closed_port() -> int:

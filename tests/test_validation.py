@@ -551,3 +551,27 @@ def test_preflight_on_a_step_without_target_is_an_error(tmp_path: Path) -> None:
     text = HEAD + "steps:\n  - id: marker\n    preflight: {target: t, action: get}\n"
     found = problems(write(tmp_path, text))
     assert any(":7:" in p and "pre-flight does not check it" in p for p in found), found
+
+
+def test_the_guard_name_is_reserved_and_its_settings_checked(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + """\
+guard: {margin: 10 minutes, answer_within: 5m}
+steps:
+  - id: guard
+"""
+    )
+    assert problems(write(tmp_path, text)) == [
+        "rb.yaml:5:17: guard.margin: '10 minutes' is not a duration such as 90s, 5m, 2h or 1h30m"
+    ]
+    found = problems(write(tmp_path, text.replace("10 minutes", "10m")))
+    assert len(found) == 1 and found[0].startswith("rb.yaml:7:9: step id 'guard' is reserved")
+    assert "cutbook approve RUN guard" in found[0]
+
+
+def test_guard_settings_reach_the_model(tmp_path: Path) -> None:
+    text = HEAD + "guard: {margin: 20m, approvers: [cio]}\nsteps:\n  - id: only\n"
+    rb = load(write(tmp_path, text)).runbook
+    assert rb.guard.margin.total_seconds() == 1200 and rb.guard.approvers == ["cio"]
+    assert rb.guard.enabled and rb.guard.answer_within.total_seconds() == 900

@@ -86,7 +86,20 @@ class Result:
 
 
 class Clock(Protocol):
-    """Runbook time. Under rehearsal it runs faster than the wall clock."""
+    """Runbook time.
+
+    Under rehearsal (``cutbook run --clock virtual``) time spent doing things,
+    such as an adapter's I/O, passes as on the wall clock, while time spent
+    waiting in :meth:`sleep` is skipped once everything else waits too. So
+    adapters wait through ``call.clock.sleep`` (never ``asyncio.sleep``) and
+    keep their I/O timeouts in real seconds.
+
+    The engine's clocks also carry ``rehearsal: bool``, true under a rehearsal
+    clock: an adapter that drives a simulator may then tell it the rehearsal's
+    time (the http and wait adapters send ``Cutbook-Rehearsal-Time``). Read it as
+    ``getattr(call.clock, "rehearsal", False)``: test clocks may not have it,
+    and a real night must never send rehearsal headers.
+    """
 
     def now(self) -> datetime: ...
 

@@ -200,6 +200,34 @@ class NotifyChannel(_Strict):
     )
 
 
+class GuardSpec(_Strict):
+    """The deadline guard: re-forecasts the night after every step and asks go/no-go
+    when it will not end inside the window. The defaults are the safe ones."""
+
+    enabled: bool = Field(
+        True, description="Turn the guard off only for a runbook with nothing to roll back"
+    )
+    margin: Duration = Field(
+        timedelta(minutes=10),
+        description="Time kept between a rolled-back night's end and the window's end, "
+        "for rollback estimates that were optimistic",
+    )
+    answer_within: Duration = Field(
+        timedelta(minutes=15),
+        description="How long people get to answer an alarm; less when a later no-go "
+        "would no longer fit. No answer in time is a no-go",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="Who may answer the guard's go/no-go; empty: anyone who may answer "
+        "this run's gates",
+    )
+    interval: Duration = Field(
+        timedelta(minutes=1),
+        description="How often the forecast is renewed while steps run (also after every step)",
+    )
+
+
 class TargetSpec(BaseModel):
     """A named system: its adapter plus that adapter's own options."""
 
@@ -228,6 +256,10 @@ class Runbook(_Strict):
     steps: list[Step] = Field(min_length=1)
     notify: list[NotifyChannel] = Field(
         default_factory=list, description="Channels told about milestones of the run"
+    )
+    guard: GuardSpec = Field(
+        default_factory=GuardSpec,
+        description="The deadline guard: when the night will not fit, it asks go/no-go",
     )
 
     @cached_property

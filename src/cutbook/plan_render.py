@@ -175,10 +175,21 @@ def _table_rows(plan: Plan, zone: tzinfo) -> list[dict[str, str]]:
                 "finish": clock(s.finish),
                 "duration": format_duration(s.estimate_s),
                 "slack": format_duration(s.slack_s),
+                "no_go": _no_go_text(s, zone),
                 "notes": "; ".join(_notes(s, zone)),
             }
         )
     return rows
+
+
+def _no_go_text(step: PlannedStep, zone: tzinfo) -> str:
+    """When a no-go given after this step must come by; ``!`` when that is before it ends
+    (once it has finished, abandoning no longer fits), ``-`` when no no-go can undo it."""
+    if step.no_go_by is None:
+        return "-"
+    local = step.no_go_by.astimezone(zone)
+    text = local.strftime("%H:%M:%S" if local.second else "%H:%M")
+    return text + "!" if step.no_go_by < step.finish else text
 
 
 # --- text ---------------------------------------------------------------------------
@@ -191,6 +202,7 @@ _COLUMNS = (
     ("finish", "FINISH"),
     ("duration", "TAKES"),
     ("slack", "SLACK"),
+    ("no_go", "NO-GO BY"),
     ("notes", "NOTES"),
 )
 
@@ -208,6 +220,9 @@ def _text(plan: Plan, runbook: Runbook) -> str:
     widths = {key: max([len(head)] + [len(r[key]) for r in rows]) for key, head in _COLUMNS}
     lines = [
         f"Plan for {runbook.name}: times in {runbook.timezone}, * = critical path",
+        f"NO-GO BY: the latest no-go once the step has finished that still reopens "
+        f"{format_duration(runbook.guard.margin.total_seconds())} before the window ends "
+        "(! = already too late when it finishes, - = cannot be undone)",
         "",
     ]
 
@@ -249,14 +264,14 @@ def _markdown(plan: Plan, runbook: Runbook) -> str:
         "",
         f"Times in {_md(runbook.timezone)}; \\* marks the critical path.",
         "",
-        "| | Step | Title | Start | Finish | Takes | Slack | Notes |",
-        "|---|---|---|---|---|---:|---:|---|",
+        "| | Step | Title | Start | Finish | Takes | Slack | No-go by | Notes |",
+        "|---|---|---|---|---|---:|---:|---:|---|",
     ]
     for r in _table_rows(plan, zone):
         mark = "\\*" if r["mark"] else ""
         ident = f"**{_md(r['id'])}**" if r["mark"] else _md(r["id"])
         cells = [mark, ident, _md(r["title"]), r["start"], r["finish"], r["duration"]]
-        cells += [r["slack"], _md(r["notes"])]
+        cells += [r["slack"], r["no_go"], _md(r["notes"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

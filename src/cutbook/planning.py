@@ -13,7 +13,7 @@ exactly zero" an exact test rather than a float comparison.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from cutbook import graph
 from cutbook.errors import RunbookError
 from cutbook.model import Runbook, Step, TimeError
 
-__all__ = ["DependencyCycle", "Plan", "PlannedStep", "plan"]
+__all__ = ["DependencyCycle", "Plan", "PlannedStep", "latest_moment", "plan"]
 
 _US_PER_S = 1_000_000
 
@@ -45,7 +45,11 @@ class PlannedStep:
     (``finish - start``). ``slack_s`` is how far it may slip without moving the
     plan's finish; ``window_slack_s`` how far before the finish overruns the
     window. ``rollback_s`` is what undoing it would cost once it has completed
-    (0 for gates, steps without a target, ``always`` and irreversible steps).
+    (0 for gates, steps without a target, read-only, ``always`` and irreversible
+    steps). ``no_go_by`` is the latest moment at which a no-go given once this
+    step has finished still reopens intake the guard's margin before the window
+    ends (undo everything finished by then, run the ``always`` steps); ``None``
+    for ``always`` steps and from the first irreversible step on.
     """
 
     id: str
@@ -66,6 +70,7 @@ class PlannedStep:
     depends_on: list[str]
     window_slack_s: float = 0.0
     rollback_s: float = 0.0
+    no_go_by: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,7 @@ class PlannedStep:
             "gate": self.gate,
             "irreversible": self.irreversible,
             "rollback_s": self.rollback_s,
+            "no_go_by": self.no_go_by.isoformat() if self.no_go_by is not None else None,
             "depends_on": list(self.depends_on),
         }
 
@@ -176,6 +182,7 @@ def plan(
     *,
     start: datetime | None = None,
     item_counts: Mapping[str, int] | None = None,
+    read_only: Collection[str] = (),
 ) -> Plan:
     """Forecast ``runbook``: start/finish per step, critical path, slack, fit and PONR.
 
@@ -184,6 +191,8 @@ def plan(
     read in the runbook's zone). ``item_counts`` gives the number of items each
     ``for_each`` step will see; a step missing from it counts as one item and is
     flagged ``items_unknown`` (a literal list in the runbook is counted here).
+    ``read_only`` names steps whose action changes nothing (the adapter says so):
+    they cost nothing to abandon, so they do not move the point of no return.
     """
     steps = runbook.steps
     n = len(steps)
@@ -256,7 +265,7 @@ def plan(
                 cached = _us(moment.astimezone(UTC) - window_start_utc)
                 at_cache[step.at] = cached
             at_us[i] = cached
-        if _reversible(step):
+        if _reversible(step) and step.id not in read_only:
             spec = step.rollback
             undo = spec.estimate if spec is not None and spec.estimate is not None else None
             rollback[i] = batches * (_us(undo) if undo is not None else unit)
@@ -296,7 +305,7 @@ def plan(
         step = steps[i]
         if step.irreversible and not step.always and (cap_us is None or es[i] < cap_us):
             cap_us, cap_id = es[i], step.id
-    ponr_us = _point_of_no_return(
+    ponr_us = latest_moment(
         [(ef[i], rollback[i]) for i in range(n) if rollback[i] > 0],
         budget=end_us - always_us,
         cap=cap_us,
@@ -313,6 +322,9 @@ def plan(
         return moment
 
     margin_us = end_us - finish_us
+    no_go_us = _no_go_by(
+        steps, order, ef, es, rollback, end_us - always_us - _us(runbook.guard.margin)
+    )
     planned: list[PlannedStep] = []
     for i in order:
         step = steps[i]
@@ -339,6 +351,7 @@ def plan(
                 depends_on=list(step.depends_on),
                 window_slack_s=_seconds(slack + margin_us),
                 rollback_s=_seconds(rollback[i]),
+                no_go_by=None if (by := no_go_us[i]) is None else when(by),
             )
         )
     return Plan(
@@ -361,6 +374,41 @@ def plan(
 def _reversible(step: Step) -> bool:
     """Whether completing this step leaves something that abandoning must undo."""
     return not (step.always or step.irreversible or step.is_gate or step.target is None)
+
+
+def _no_go_by(
+    steps: list[Step],
+    order: list[int],
+    ef: list[int],
+    es: list[int],
+    rollback: list[int],
+    budget: int,
+) -> list[int | None]:
+    """Per step: the latest no-go moment once it has finished (see :class:`PlannedStep`).
+
+    Everything finished by then is undone, so the cost is the rollback of every
+    step finishing no later than this one; an irreversible step started by then
+    means a no-go can no longer put everything back.
+    """
+    cap: int | None = None
+    for i in order:
+        if steps[i].irreversible and not steps[i].always:
+            cap = es[i] if cap is None else min(cap, es[i])
+    by_finish = sorted(range(len(steps)), key=lambda i: ef[i])
+    cost_through: dict[int, int] = {}
+    total = 0
+    k = 0
+    for i in by_finish:
+        while k < len(by_finish) and ef[by_finish[k]] <= ef[i]:
+            total += rollback[by_finish[k]]
+            k += 1
+        cost_through[i] = total
+    out: list[int | None] = [None] * len(steps)
+    for i in order:
+        if steps[i].always or (cap is not None and cap < ef[i]) or steps[i].irreversible:
+            continue
+        out[i] = budget - cost_through[i]
+    return out
 
 
 def _planner_cycle(members: list[str]) -> list[str]:
@@ -394,7 +442,7 @@ def _critical_path(
     return [steps[i].id for i in chain]
 
 
-def _point_of_no_return(
+def latest_moment(
     completions: list[tuple[int, int]], *, budget: int, cap: int | None
 ) -> int | None:
     """Latest t ≥ 0 with t + rollback(t) ≤ budget and t ≤ cap, or None.

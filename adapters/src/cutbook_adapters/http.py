@@ -48,6 +48,23 @@ else:
     httpx = LazyModule("httpx")
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+REHEARSAL_HEADER = "Cutbook-Rehearsal-Time"
+"""Tells a simulator the rehearsal's time, so its estate ages with the rehearsal."""
+
+
+def rehearsal_headers(call: Call) -> dict[str, str]:
+    """``Cutbook-Rehearsal-Time: <ISO 8601>`` under a rehearsal clock, else nothing.
+
+    A rehearsal skips its waits; the simulator behind it must see those skipped
+    minutes pass (a queue drains during a 20-minute wait). A real clock never
+    sends it: the systems of a real night keep their own time.
+    """
+    if getattr(call.clock, "rehearsal", False) is not True:
+        return {}
+    return {REHEARSAL_HEADER: call.clock.now().isoformat()}
+
+
 ParamValue = str | int | float | bool | list[str | int | float | bool]
 
 
@@ -244,7 +261,7 @@ class HttpAdapter(ScrubbingAdapter):
 
     async def _send(self, call: Call, method: str, args: GetArgs) -> httpx.Response:
         client = self._get_client()
-        headers = dict(args.headers)
+        headers = {**dict(args.headers), **rehearsal_headers(call)}
         if self.actions[call.action].mutating and method not in ("GET", "HEAD"):
             headers["Idempotency-Key"] = call.idempotency_key  # a probe must not claim the key
         body: dict[str, Any] = {}

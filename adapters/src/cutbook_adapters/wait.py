@@ -32,6 +32,7 @@ from cutbook_adapters._common import (
     truncate,
 )
 from cutbook_adapters._lazy import LazyModule
+from cutbook_adapters.http import rehearsal_headers
 
 if TYPE_CHECKING:
     import httpx
@@ -111,7 +112,7 @@ class WaitAdapter(ScrubbingAdapter):
         if isinstance(call.args, SleepArgs):
             return Result(summary=f"would wait {format_duration(call.args.duration)}")
         args = self._until(call)
-        met, detail = await self._poll_once(args, POLL_REQUEST_TIMEOUT)
+        met, detail = await self._poll_once(args, POLL_REQUEST_TIMEOUT, rehearsal_headers(call))
         state = "already met" if met else "not met yet"
         summary = f"would poll {self._shown(args)} every {format_duration(args.interval)}"
         return Result(summary=one_line(self.scrub(f"{summary}: {state} ({detail})")))
@@ -152,7 +153,7 @@ class WaitAdapter(ScrubbingAdapter):
             left = budget - elapsed
             polls += 1
             per_request = max(0.1, min(POLL_REQUEST_TIMEOUT, left, call.timeout or left))
-            met, detail = await self._poll_once(args, per_request)
+            met, detail = await self._poll_once(args, per_request, rehearsal_headers(call))
             if met:
                 summary = f"{self._shown(args)} ready after {format_duration(elapsed)} ({detail})"
                 return Result(
@@ -173,11 +174,14 @@ class WaitAdapter(ScrubbingAdapter):
             call.log(self.scrub(f"wait: not yet ({detail}); next poll in {args.interval}"))
             await clock.sleep(args.interval.total_seconds())
 
-    async def _poll_once(self, args: UntilArgs, timeout: float) -> tuple[bool, str]:
+    async def _poll_once(
+        self, args: UntilArgs, timeout: float, extra: Mapping[str, str]
+    ) -> tuple[bool, str]:
         """One GET: whether the condition holds, and what was seen."""
+        headers = {**args.headers, **extra}
         try:
             async with asyncio.timeout(timeout):
-                resp = await self._get_client().get(args.url, headers=args.headers, timeout=timeout)
+                resp = await self._get_client().get(args.url, headers=headers, timeout=timeout)
         except (TimeoutError, httpx.TimeoutException):
             return False, f"no answer within {timeout:g}s"
         except httpx.HTTPError as exc:

@@ -1,6 +1,7 @@
 """The simulated customs estate as a FastAPI application.
 
-Cross-cutting behaviour lives in one ASGI middleware, in this order: call log,
+Cross-cutting behaviour lives in one ASGI middleware, in this order: the
+estate clock following a rehearsal (``Cutbook-Rehearsal-Time``), call log,
 fault injection (before any handler, so a faulted request changes nothing and
 never consumes an idempotency key), then idempotency (one lock around
 check-and-apply, so concurrent replays apply once). Handlers only talk to
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cutbook_simulator.clock import REHEARSAL_HEADER, EstateClock, parse_rehearsal_time
 from cutbook_simulator.faults import MUTATING, Decision, FaultConfig, FaultEngine
 from cutbook_simulator.final import check_final_state
 from cutbook_simulator.seed import default_seed_csv, read_offices
@@ -40,9 +42,10 @@ CALL_LOG_SIZE = 20_000
 class Estate:
     """Everything one running simulator holds: state, faults and the call log."""
 
-    def __init__(self, store: Store, faults: FaultEngine) -> None:
+    def __init__(self, store: Store, faults: FaultEngine, clock: EstateClock) -> None:
         self.store = store
         self.faults = faults
+        self.clock = clock
         self.calls: deque[dict[str, Any]] = deque(maxlen=CALL_LOG_SIZE)
         self._seq = itertools.count(1)
         self.idempotency_lock = asyncio.Lock()
@@ -53,6 +56,7 @@ class Estate:
         return next(self._seq)
 
     def reset(self) -> None:
+        self.clock.reset()  # first: the fresh estate is seeded at plain wall time
         self.store.reset()
         self.faults.reset()
         self.calls.clear()
@@ -112,6 +116,14 @@ class EstateMiddleware:
         path: str = scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = headers.get("idempotency-key") or None
+        rehearsal = headers.get(REHEARSAL_HEADER)
+        if rehearsal is not None:
+            try:
+                self.estate.clock.follow(parse_rehearsal_time(rehearsal))
+            except ValueError:
+                problem = f"{REHEARSAL_HEADER}: {rehearsal!r} is not an ISO 8601 time"
+                await _json(400, {"error": problem})(scope, receive, send)
+                return
         started = time.monotonic()
         entry: dict[str, Any] = {
             "seq": self.estate.next_seq(),
@@ -121,7 +133,8 @@ class EstateMiddleware:
             "idempotency_key": key,
             "replayed": False,
             "fault": None,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.estate.clock.now())),
+            "rehearsal_time": rehearsal,
         }
         self.estate.calls.append(entry)
 
@@ -312,8 +325,9 @@ def create_app(
     """Build the simulator; the state file is created and seeded when it is new."""
     csv_path = seed_csv if seed_csv is not None else default_seed_csv()
     seed_text, _rows = read_offices(csv_path)
-    store = Store(Path(state_path), seed_text, str(csv_path))
-    estate = Estate(store, FaultEngine(faults))
+    clock = EstateClock()
+    store = Store(Path(state_path), seed_text, str(csv_path), clock=clock.now)
+    estate = Estate(store, FaultEngine(faults, clock=clock.now), clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -554,6 +568,11 @@ def create_app(
     async def admin_clear_faults() -> dict[str, Any]:
         estate.faults.clear()
         return estate.faults.describe()
+
+    @app.get("/admin/clock")
+    async def admin_clock() -> dict[str, Any]:
+        """The estate's time and how far it has moved ahead to follow a rehearsal."""
+        return estate.clock.describe()
 
     @app.post("/admin/reset")
     async def admin_reset() -> dict[str, Any]:

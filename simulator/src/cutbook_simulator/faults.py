@@ -14,7 +14,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,7 +383,11 @@ def _fraction(*parts: object) -> float:
 class FaultEngine:
     """The live rule set. Thread-safe; counters reset with the rules."""
 
-    def __init__(self, config: FaultConfig | None = None) -> None:
+    def __init__(
+        self, config: FaultConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._now = clock
+        """The estate's time: outage windows follow a rehearsal's skipped minutes too."""
         self._lock = threading.Lock()
         self._initial = config or FaultConfig()
         self.rules: list[FaultRule] = []
@@ -395,7 +399,7 @@ class FaultEngine:
     def reset(self) -> None:
         """Back to the start-up configuration, with the random sequence restarted."""
         with self._lock:
-            now = time.time()
+            now = self._now()
             self.name = self._initial.name
             self.seed = self._initial.seed
             self._rng = random.Random(self.seed)
@@ -405,7 +409,7 @@ class FaultEngine:
 
     def add(self, raws: Iterable[Mapping[str, Any]]) -> list[FaultRule]:
         """Append rules (all or none: one bad rule rejects the batch)."""
-        now = time.time()
+        now = self._now()
         with self._lock:
             start = len(self.rules)
             parsed = [parse_rule(raw, index=start + i, now=now) for i, raw in enumerate(raws)]
@@ -433,7 +437,7 @@ class FaultEngine:
         """Roll the dice for one request; the first failing rule wins, delays add up."""
         method = method.upper()
         with self._lock:
-            now = time.time()
+            now = self._now()
             delay_ms = 0.0
             for rule in self.rules:
                 if not rule.matches(method, path):

@@ -8,11 +8,10 @@ each mutation atomic with respect to every other.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,23 +35,12 @@ INITIAL_CATALOGUE_VERSION = "2024"
 PATCHABLE = ("name", "budget_code", "treasury_account", "treasury_code")
 
 # The declaration queue: arrivals while intake is open (up to a cap), draining
-# while stopped. Computed from timestamps, so no background work is needed.
+# while stopped. Computed from the estate clock's timestamps, so no background
+# work is needed and a rehearsal's skipped minutes drain it too (see clock.py).
 QUEUE_INITIAL = 120.0
 QUEUE_ARRIVAL_PER_S = 2.0
 QUEUE_DRAIN_PER_S = 30.0
 QUEUE_CAP = 300.0
-
-
-def time_scale() -> float:
-    """How much faster than real time the estate's own clock runs (``--speed``).
-
-    A rehearsal at ``--clock virtual --speed 360`` compresses every wait; the
-    estate must age at the same rate or a 20-minute queue drain never finishes.
-    """
-    try:
-        return max(0.001, float(os.environ.get("CUTBOOK_SIMULATOR_SPEED", "1")))
-    except ValueError:
-        return 1.0
 
 
 _SCHEMA = """
@@ -113,8 +101,17 @@ def _iso(ts: float) -> str:
 class Store:
     """All estate reads and writes; every public method is atomic."""
 
-    def __init__(self, path: Path, seed_text: str | None = None, seed_source: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        seed_text: str | None = None,
+        seed_source: str = "",
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
+        self._now = clock
+        """The estate's time (wall time skewed to follow a rehearsal): every timestamp."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
@@ -171,7 +168,7 @@ class Store:
         for table in _ESTATE_TABLES:
             cur.execute(f"DELETE FROM {table}")
         cur.execute("DELETE FROM sqlite_sequence WHERE name = 'notices'")
-        now = time.time()
+        now = self._now()
         self._set_meta(
             cur,
             "intake",
@@ -236,7 +233,7 @@ class Store:
 
     @staticmethod
     def _queue_now(raw: Mapping[str, Any], now: float) -> float:
-        elapsed = max(0.0, now - float(raw["since"])) * time_scale()
+        elapsed = max(0.0, now - float(raw["since"]))
         queue = float(raw["queue"])
         if raw["state"] == "open":
             return min(QUEUE_CAP, queue + QUEUE_ARRIVAL_PER_S * elapsed)
@@ -245,12 +242,12 @@ class Store:
     def intake(self) -> dict[str, Any]:
         with self._lock:
             raw = self._intake_raw()
-            return {"state": raw["state"], "queue": int(self._queue_now(raw, time.time()))}
+            return {"state": raw["state"], "queue": int(self._queue_now(raw, self._now()))}
 
     def set_intake(self, state: str) -> dict[str, Any]:
         with self._tx() as cur:
             raw = self._intake_raw()
-            now = time.time()
+            now = self._now()
             queue = self._queue_now(raw, now)
             before = {"state": raw["state"], "queue": int(queue)}
             if raw["state"] != state:
@@ -401,7 +398,7 @@ class Store:
             if before != after:
                 cur.execute(
                     "INSERT OR REPLACE INTO portal_units VALUES (?, ?, ?, ?, ?)",
-                    (old_code, old_name, new_code, new_name, time.time()),
+                    (old_code, old_name, new_code, new_name, self._now()),
                 )
             return _changed(before, after)
 
@@ -429,7 +426,7 @@ class Store:
         with self._tx() as cur:
             cur.execute(
                 "INSERT INTO notices (title, body, created_at) VALUES (?, ?, ?)",
-                (title, body, time.time()),
+                (title, body, self._now()),
             )
             row = cur.execute("SELECT * FROM notices WHERE id = ?", (cur.lastrowid,)).fetchone()
             notice = self._notice_dict(row)
@@ -537,7 +534,7 @@ class Store:
                     cert.subject.rfc4514_string(),
                     pki.organisation_of(cert.subject),
                     pki.cert_pem(cert),
-                    time.time(),
+                    self._now(),
                 ),
             )
             record = self._cert_dict(self._cert_row(text))
@@ -598,7 +595,7 @@ class Store:
         with self._tx() as cur:
             cur.execute(
                 "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, 1, 0, ?)",
-                (key, fingerprint, status, body, content_type, time.time()),
+                (key, fingerprint, status, body, content_type, self._now()),
             )
 
     def count_replay(self, key: str) -> None:

@@ -177,11 +177,23 @@ def build_report(
         "steps": [_step_data(st) for st in summary.steps],
         "deviations": [asdict(d) for d in summary.deviations],
         "rollbacks": [asdict(r) for r in summary.rollbacks],
+        "guard": _guard_data(summary.guard_forecasts, summary.guard_decisions),
         "resumes": summary.resumes,
         "repairs": summary.repairs,
     }
     scrubbed: dict[str, Any] = redactor.scrub(data)
     return scrubbed
+
+
+def _guard_data(forecasts: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The deadline guard's story: its last forecast, its tightest moment, its alarms."""
+    slacks = [f for f in forecasts if isinstance(f.get("slack_s"), int | float)]
+    return {
+        "forecasts": len(forecasts),
+        "last": forecasts[-1] if forecasts else None,
+        "tightest": min(slacks, key=lambda f: f["slack_s"]) if slacks else None,
+        "decisions": decisions,
+    }
 
 
 # ---------------------------------------------------------------- rendering
@@ -222,6 +234,10 @@ def _gantt(data: Mapping[str, Any]) -> tuple[Markup | None, str | None]:
     pnr = parse_ts(data["run"]["plan"]["point_of_no_return"])
     if pnr is not None:
         markers.append((pnr, "point of no return"))
+    for d in data["guard"]["decisions"]:
+        asked = parse_ts(d.get("asked_at"))
+        if asked is not None:
+            markers.append((asked, f"guard: {d.get('decision', '?')}"))
     svg = render_svg(
         rows,
         window=(w_start, w_end) if w_start and w_end else None,

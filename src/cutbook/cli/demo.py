@@ -43,7 +43,10 @@ def simulator(
     ] = None,
     speed: Annotated[
         float,
-        typer.Option(help="Age the estate this many times faster (match a rehearsal's --speed)."),
+        typer.Option(
+            help="Age the estate this many times faster on its own. Not needed for a "
+            "rehearsal: the estate follows a rehearsal's clock (Cutbook-Rehearsal-Time)."
+        ),
     ] = 1.0,
 ) -> None:
     """Run the simulated customs estate (VNACCS intake, satellite systems, catalogues,
@@ -59,7 +62,11 @@ def simulator(
 def demo(
     data_dir: DataDirOption = None,
     speed: Annotated[
-        float, typer.Option(help="Rehearsal speed: 360 runs 6 hours in 1 minute.")
+        float,
+        typer.Option(
+            help="Rehearsal speed: how much faster waits pass while every step waits "
+            "(360: an hour's wait in 10 s); work takes real time."
+        ),
     ] = 360.0,
 ) -> None:
     """Rehearse the customs cutover end to end against the simulated estate: start the
@@ -90,7 +97,8 @@ def run_demo(data_dir: Path, speed: float, console: Console) -> int:
     state = data_dir / "demo-simulator.sqlite"
     state.unlink(missing_ok=True)
     os.environ.setdefault("VNACCS_TOKEN", DEMO_TOKEN)
-    env = {**os.environ, "CUTBOOK_SIMULATOR_SPEED": str(speed)}
+    # No CUTBOOK_SIMULATOR_SPEED: the estate follows the rehearsal's own clock.
+    env = {k: v for k, v in os.environ.items() if k != "CUTBOOK_SIMULATOR_SPEED"}
     with estate_factory()(state, faults="calm", env=env) as sim:
         console.print(f"simulated customs estate: {sim.url} (state {state})", markup=False)
         loaded = load(runbook, overrides={"estate_url": sim.url})

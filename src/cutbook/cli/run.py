@@ -50,7 +50,11 @@ def run(
         typer.Option(help="real: wall-clock time. virtual: a compressed rehearsal timeline."),
     ] = ClockKind.real,
     speed: Annotated[
-        float, typer.Option(help="With --clock virtual: how many times faster than real time.")
+        float,
+        typer.Option(
+            help="With --clock virtual: how many times faster than real time waits pass "
+            "while every step waits (1 to 1000000); work always takes real time."
+        ),
     ] = 360.0,
     dry_run: Annotated[
         bool,

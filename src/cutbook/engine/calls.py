@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from cutbook.adapter import Call, Result
 from cutbook.engine.gates import Gates
+from cutbook.engine.interrupt import StepClock
 from cutbook.engine.state import ItemState, RunState, item_field
 from cutbook.errors import TransientError
 from cutbook.journal.events import Event
@@ -43,6 +43,10 @@ class Calls:
     def key(self, step: Step, item: ItemState, phase: str) -> str:
         return idempotency_key(self.run.opts.run_id, step.id, item.key, phase)
 
+    def step_clock(self, step: Step, phase: str) -> StepClock:
+        """Waits that give way to a rollback, except in ``always`` steps and rollbacks."""
+        return StepClock(self.run, interruptible=phase != "rollback" and not step.always)
+
     def make(
         self,
         step: Step,
@@ -61,7 +65,7 @@ class Calls:
             item_key=item_field(step, item),
             # A check describes the change apply would make, so it carries apply's key.
             idempotency_key=self.key(step, item, "apply" if phase in ("apply", "check") else phase),
-            clock=self.run.clock,
+            clock=self.step_clock(step, phase),
             log=lambda msg: log.info(msg, step=step.id, item=item.key),
             timeout=timeout.total_seconds() if timeout else None,
             prior=prior,
@@ -115,7 +119,7 @@ class Calls:
         run = self.run
         policy = run.rb.retries_of(step)
         timeout = run.rb.timeout_of(step)
-        started = time.monotonic()
+        started = run.clock.now()  # runbook time: back-off waits count, as on the night
         planned: dict[int, float] = {}
 
         def delay_for(state: RetryCallState) -> float:
@@ -146,8 +150,7 @@ class Calls:
                 reason = f"gave up after {n} attempts"
             elif (
                 timeout is not None
-                and (time.monotonic() - started) + run.clock.real_seconds(d)
-                >= timeout.total_seconds()
+                and (run.clock.now() - started).total_seconds() + d >= timeout.total_seconds()
             ):
                 reason = "no time left before the step's timeout for another attempt"
             elif run.clock.now() + timedelta(seconds=d) >= run.window_end:
@@ -175,7 +178,7 @@ class Calls:
             retry=retry_if_exception_type(TransientError),
             stop=stop,
             wait=delay_for,
-            sleep=run.clock.sleep,
+            sleep=self.step_clock(step, phase).sleep,
             reraise=True,
         )
         st = run.states[step.id]

@@ -38,19 +38,27 @@ class Executor:
         failures: list[str] = []
 
         async def one(item: ItemState) -> None:
-            async with gate:
-                if item.status == "succeeded" and item.result is not None:
-                    return  # done before the interruption
-                if failures and run.rb.on_failure_of(step) != "continue":
-                    return
-                try:
-                    await self.item(step, item)
-                except (AdapterError, StepFailed) as exc:
-                    item.status = "failed"
-                    item.error = str(exc)
-                    failures.append(f"{item.key}: {exc}" if step.for_each else str(exc))
+            async with run.clock.idle():  # a free place among the items: waiting, not work
+                await gate.acquire()
+            try:
+                await attempt(item)
+            finally:
+                gate.release()
 
-        await asyncio.gather(*(one(i) for i in st.items))
+        async def attempt(item: ItemState) -> None:
+            if item.status == "succeeded" and item.result is not None:
+                return  # done before the interruption
+            if failures and run.rb.on_failure_of(step) != "continue":
+                return
+            try:
+                await self.item(step, item)
+            except (AdapterError, StepFailed) as exc:
+                item.status = "failed"
+                item.error = str(exc)
+                failures.append(f"{item.key}: {exc}" if step.for_each else str(exc))
+
+        # One rehearsal-clock participant per item; this step waits while they run.
+        await run.clock.gather(one(i) for i in st.items)
         st.collect_output()
         if failures:
             done = sum(1 for i in st.items if i.status == "succeeded")

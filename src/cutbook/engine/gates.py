@@ -50,10 +50,13 @@ class StartHold:
             self._quiet.notify_all()
 
     @asynccontextmanager
-    async def asking(self) -> AsyncIterator[None]:
+    async def asking(self, *, quiet: bool = True) -> AsyncIterator[None]:
+        """Hold new starts while asking; ``quiet=False`` asks at once, without waiting for
+        running steps to finish (the deadline guard: a step running late is why it asks)."""
         async with self._quiet:
             self._asking += 1
-            await self._quiet.wait_for(lambda: self._running <= self._asking)
+            if quiet:
+                await self._quiet.wait_for(lambda: self._running <= self._asking)
         try:
             yield
         finally:
@@ -111,9 +114,13 @@ class Gates:
             approvers=list(q.approvers),
             timeout_s=q.timeout_s,
         )
-        if run.opts.dry_run or run.opts.auto_approve:
+        if (run.opts.dry_run or run.opts.auto_approve) and q.kind != "guard":
             return self._automatic(q)
-        async with self.hold.asking(), self._one_at_a_time:
+        async with (
+            run.clock.idle(until=q.timeout_s),  # a person's answer is waited for, not work
+            self.hold.asking(quiet=q.kind != "guard"),
+            self._one_at_a_time,
+        ):
             log.warning(f"waiting for a person: {q.title}", step=q.step_id)
             answer = await run.bridge.ask(q)
             while q.approvers and answer.by not in q.approvers and answer.by != "timeout":

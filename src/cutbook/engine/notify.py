@@ -208,6 +208,7 @@ class Notifier(RunObserver):
         self.run: RunState | None = None
         self._seen: dict[str, str] = {}
         self._rollback_told = False
+        self._alarms_told: set[str] = set()
         self._asked: set[tuple[str, str, str]] = set()
         self._pending: list[_Send] = []
         self._closed = False
@@ -257,6 +258,19 @@ class Notifier(RunObserver):
                         sid,
                     )
                 )
+        alarm = run.guard_alarm
+        if alarm is not None and alarm.key not in self._alarms_told:
+            self._alarms_told.add(alarm.key)
+            self._fire(
+                Message(
+                    "guard-alarm",
+                    run.opts.run_id,
+                    f"Run {run.opts.run_id}: the deadline guard asks go/no-go at "
+                    f"{self._now(run)}.\n{alarm.text}",
+                    "failure",
+                    "guard",
+                )
+            )
         if run.mode == "rollback" and not self._rollback_told:
             self._rollback_told = True
             self._fire(
@@ -272,8 +286,8 @@ class Notifier(RunObserver):
 
     def asking(self, question: Question) -> None:
         run = self.run
-        if run is None:
-            return
+        if run is None or question.kind == "guard":
+            return  # the guard's question went out as guard-alarm, with its forecast
         st = run.states.get(question.step_id)
         started = st.started.isoformat() if st is not None and st.started else ""
         key = (question.step_id, question.kind, started)

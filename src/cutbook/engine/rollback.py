@@ -90,24 +90,32 @@ class Rollback:
         gate = asyncio.Semaphore(step.concurrency)
 
         async def one(item: ItemState) -> None:
-            async with gate:
-                try:
-                    await self.item(step, item)
-                except AdapterError as exc:
-                    errors.append(f"{item.key}: {exc}")
-                    if step.for_each is not None:
-                        failed.append(item.key)
-                    run.journal.append(
-                        Event.STEP_OUTCOME,
-                        step=sid,
-                        item=item_field(step, item),
-                        phase="rollback",
-                        ok=False,
-                        changed=False,
-                        summary=str(exc),
-                    )
+            async with run.clock.idle():  # a free place among the items: waiting, not work
+                await gate.acquire()
+            try:
+                await undo(item)
+            finally:
+                gate.release()
 
-        await asyncio.gather(*(one(i) for i in todo))
+        async def undo(item: ItemState) -> None:
+            try:
+                await self.item(step, item)
+            except AdapterError as exc:
+                errors.append(f"{item.key}: {exc}")
+                if step.for_each is not None:
+                    failed.append(item.key)
+                run.journal.append(
+                    Event.STEP_OUTCOME,
+                    step=sid,
+                    item=item_field(step, item),
+                    phase="rollback",
+                    ok=False,
+                    changed=False,
+                    summary=str(exc),
+                )
+
+        # One rehearsal-clock participant per item; this task waits while they run.
+        await run.clock.gather(one(i) for i in todo)
         if errors:
             self.left[sid] = (sorted(failed), errors[0].split(": ", 1)[-1])
             st.error = (st.error or "") + "; rollback failed: " + "; ".join(errors[:3])

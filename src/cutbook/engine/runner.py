@@ -40,6 +40,7 @@ from cutbook.engine.state import (
     StepState,
 )
 from cutbook.model import Runbook
+from cutbook.planning import Plan
 from cutbook.validation import LoadedRunbook
 
 __all__ = ["Answer", "Bridge", "Question", "RunOptions", "RunState", "Runner", "StepReport"]
@@ -57,8 +58,10 @@ class Runner:
         options: RunOptions,
         plan: Mapping[str, tuple[datetime, datetime]] | None = None,
         point_of_no_return: datetime | None = None,
+        forecast_plan: Plan | None = None,
     ) -> None:
         self.state = RunState(loaded, adapters, recorder, bridge, options, plan, point_of_no_return)
+        self.state.forecast_plan = forecast_plan
         context = TemplateContext(self.state)
         hold = StartHold(self.state)
         self.gates = Gates(self.state, hold)

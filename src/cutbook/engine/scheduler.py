@@ -13,7 +13,8 @@ broad exceptions: an adapter bug must fail its step, not the night.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -23,6 +24,7 @@ from cutbook.durations import format_duration
 from cutbook.engine.context import TemplateContext
 from cutbook.engine.executor import Executor
 from cutbook.engine.gates import Gates, StartHold
+from cutbook.engine.guard import Guard
 from cutbook.engine.restore import Restorer
 from cutbook.engine.rollback import Rollback
 from cutbook.engine.state import (
@@ -62,6 +64,7 @@ class Scheduler:
         self._slots = asyncio.Semaphore(run.rb.concurrency)
         self._inflight: set[asyncio.Task[Any]] = set()
         run.cancel_inflight = self.cancel_inflight
+        self.guard = Guard(run, gates)
 
     async def run_all(self) -> Outcome | None:
         """Run to an outcome; ``None`` if the run halted (a signal, an unwritable journal)
@@ -73,7 +76,8 @@ class Scheduler:
             asked = run.rollback_requested is None  # going back needs no "go on?" question
             if asked and not await self._tracked(self.restorer.check_resume_point()):
                 return None
-            await self._main_loop()
+            async with self._guarded():
+                await self._main_loop()
             if run.halted is not None:
                 return None
             if run.rollback_requested is not None:
@@ -95,7 +99,14 @@ class Scheduler:
         return run.outcome
 
     async def _main_loop(self) -> None:
-        """Start what is ready, settle what finishes; once halted, only let in-flight work end."""
+        """Start what is ready, settle what finishes; once halted, only let in-flight work end.
+
+        The loop is a participant of the rehearsal clock: busy while it decides,
+        waiting while its steps run (see :mod:`cutbook.clock`)."""
+        with self.run.clock.participate("scheduler"):
+            await self._loop()
+
+    async def _loop(self) -> None:
         run = self.run
         tasks: dict[str, asyncio.Task[StepReport]] = {}
         launched: set[str] = set()
@@ -105,13 +116,15 @@ class Scheduler:
                     if step.id in launched or not self._ready(step):
                         continue
                     launched.add(step.id)
-                    task = asyncio.create_task(self._launch(step), name=step.id)
+                    task = run.clock.spawn(self._launch(step), name=step.id)
                     tasks[step.id] = task
                     self._inflight.add(task)
                 self._skip_blocked()
             if not tasks:
                 break
-            done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            async with run.clock.idle():
+                done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            run.clock.reap(*done)  # busy again first, then the finished steps let go
             for finished in done:
                 sid = finished.get_name()
                 tasks.pop(sid)
@@ -127,17 +140,39 @@ class Scheduler:
                 if run.halted is not None:
                     continue  # no decisions, no rollback: resume takes it from here
                 await self._settle(sid, finished.result())
+                self.guard.poke(f"step {sid} {run.states[sid].status}")
                 if run.states[sid].status == "pending" and run.mode == "normal":
                     launched.discard(sid)  # an operator chose to retry it
 
+    @asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """The deadline guard watches while the main loop runs, and ends with it."""
+        watcher = asyncio.create_task(self.guard.watch(), name="deadline-guard")
+        self._inflight.add(watcher)
+        try:
+            yield
+        finally:
+            self.guard.stop()
+            self._inflight.discard(watcher)
+            if not watcher.done():
+                watcher.cancel()
+            await asyncio.wait([watcher])
+            failed = None if watcher.cancelled() else watcher.exception()
+            if failed is not None:
+                raise failed
+
     async def _tracked(self, work: Coroutine[Any, Any, Any]) -> bool:
         """Run ``work`` so a hard stop can cancel it; False if it was cancelled."""
-        task = asyncio.create_task(work)
-        self._inflight.add(task)
-        try:
-            await asyncio.wait([task])
-        finally:
-            self._inflight.discard(task)
+        clock = self.run.clock
+        with clock.participate("scheduler"):
+            task = clock.spawn(work)
+            self._inflight.add(task)
+            try:
+                async with clock.idle():
+                    await asyncio.wait([task])
+            finally:
+                clock.reap(task)
+                self._inflight.discard(task)
         if task.cancelled():
             return False
         task.result()  # re-raises what it raised
@@ -247,8 +282,9 @@ class Scheduler:
             if not await sleep_until(run.clock, when, stop=run.stopping):
                 st.status = "pending"
                 return StepReport(step.id, "pending")
-        async with self._slots:
-            await self.hold.enter(step)
+        async with self._slot():
+            async with run.clock.idle():  # held for a person: waiting, not work
+                await self.hold.enter(step)
             if run.stopping():
                 st.status = "pending"
                 return StepReport(step.id, "pending")
@@ -261,6 +297,16 @@ class Scheduler:
                 st.status = "pending"
                 return StepReport(step.id, "pending")
             return await self._run_step(step)
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of ``concurrency`` slots; waiting for one (others hold them) is not work."""
+        async with self.run.clock.idle():
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def _run_step(self, step: Step) -> StepReport:
         """Run an admitted step as the bridge's task; the caller has entered the hold."""
@@ -354,14 +400,16 @@ class Scheduler:
         log.info("running always steps: " + ", ".join(s.id for s in pending))
         done: set[str] = set()
         ids = {s.id for s in pending}
-        while pending:
-            ready = [s for s in pending if all(d not in ids or d in done for d in s.depends_on)]
-            if not ready:
-                ready = pending[:1]
-            for step in ready:
-                if self.run.halted is not None:
-                    return
-                pending.remove(step)
-                await self.hold.enter(step)
-                await self._tracked(self._run_step(step))
-                done.add(step.id)
+        with run.clock.participate("scheduler"):
+            while pending:
+                ready = [s for s in pending if all(d not in ids or d in done for d in s.depends_on)]
+                if not ready:
+                    ready = pending[:1]
+                for step in ready:
+                    if self.run.halted is not None:
+                        return
+                    pending.remove(step)
+                    async with run.clock.idle():
+                        await self.hold.enter(step)
+                    await self._tracked(self._run_step(step))
+                    done.add(step.id)

@@ -322,7 +322,10 @@ class Session:
         """The plan for this run's window, computed once: journalled and given to the runner."""
         rb = self.loaded.runbook
         return make_plan(
-            rb, start=rb.window_start + self.shift, item_counts=self.loaded.item_counts
+            rb,
+            start=rb.window_start + self.shift,
+            item_counts=self.loaded.item_counts,
+            read_only=self.loaded.read_only_steps(),
         )
 
     def runner_for(self, bridge: Bridge) -> Runner:
@@ -348,6 +351,7 @@ class Session:
             ),
             plan={s.id: (s.start, s.finish) for s in forecast.steps},
             point_of_no_return=forecast.point_of_no_return,
+            forecast_plan=forecast,
         )
         if self.recovered is not None:
             self.runner.restore(self.recovered)

@@ -17,8 +17,10 @@ import structlog
 from cutbook.adapter import Adapter, Result
 from cutbook.clock import RealClock, VirtualClock
 from cutbook.engine.resume import Recovered
+from cutbook.forecast import Forecast
 from cutbook.journal.events import Event
 from cutbook.model import Runbook, Step
+from cutbook.planning import Plan
 from cutbook.validation import LoadedRunbook
 
 log = structlog.get_logger("cutbook.engine")
@@ -48,7 +50,7 @@ class Question:
     instructions: str
     approvers: tuple[str, ...] = ()
     timeout_s: float = 1800.0
-    kind: Literal["gate", "manual", "failure"] = "gate"
+    kind: Literal["gate", "manual", "failure", "guard"] = "gate"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,15 @@ class Halt:
         return self.detail if self.cause == "signal" else None
 
 
+@dataclass(frozen=True)
+class GuardAlarm:
+    """A go/no-go the deadline guard raised: what people are told about it."""
+
+    key: str
+    kind: str
+    text: str
+
+
 class StepFailed(Exception):
     """Internal: a step ended in failure; carries the message for the record."""
 
@@ -204,6 +215,12 @@ class RunState:
         """Set when the run must stop without finishing (see :class:`Halt`)."""
         self.cancel_inflight: Callable[[], None] = lambda: None
         """Set by the scheduler: cancels every step, rollback or question in flight."""
+        self.forecast_plan: Plan | None = None
+        """The whole plan this run started from, for the deadline guard (None: it plans)."""
+        self.guard_forecast: Forecast | None = None
+        """The deadline guard's latest forecast, for the live view and the Prefect artifact."""
+        self.guard_alarm: GuardAlarm | None = None
+        """The guard's latest go/no-go alarm, for the notifier (see :mod:`.guard`)."""
 
     def publish(self) -> None:
         self.bridge.publish(self)

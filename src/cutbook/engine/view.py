@@ -56,6 +56,11 @@ def markdown_table(run: RunState) -> str:
         + f" · window {_hm(run.window_start, run)}–{_hm(run.window_end, run)} "
         f"({rb.timezone})",
         "",
+    ]
+    guard = guard_line(run)
+    if guard:
+        lines += [f"**Deadline guard:** {guard}", ""]
+    lines += [
         "| step | status | planned | actual start | actual finish | vs plan | attempts | summary |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -69,6 +74,29 @@ def markdown_table(run: RunState) -> str:
     if run.failure:
         lines += ["", f"**Failure:** {run.failure}"]
     return "\n".join(lines)
+
+
+def guard_line(run: RunState) -> str:
+    """The deadline guard's latest forecast in one line: planned and forecast finish, slack,
+    and until when a no-go still fits."""
+    fc = run.guard_forecast
+    if fc is None:
+        return ""
+    slack = (
+        f"{format_duration(fc.slack_s)} to spare"
+        if fc.fits
+        else f"OVERRUNS by {format_duration(-fc.slack_s)}"
+    )
+    if fc.point_of_no_return is not None:
+        ponr = f"no-go fits until {_hm(fc.point_of_no_return, run)}"
+    elif fc.irreversible_done:
+        ponr = "past the point of no return (irreversible work done)"
+    else:
+        ponr = "past the point of no return"
+    return (
+        f"planned finish {_hm(fc.planned_finish, run)} · forecast {_hm(fc.finish, run)} · "
+        f"{slack} · {ponr}"
+    )
 
 
 def live_table(run: RunState) -> RenderableType:
@@ -96,7 +124,10 @@ def live_table(run: RunState) -> RenderableType:
             (st.error or st.summary or "")[:80],
         )
     done = sum(1 for s in run.states.values() if s.status in _DONE)
-    table.caption = f"{done}/{len(run.states)} steps done" + (
-        f" · failing: {run.failure}" if run.failure else ""
+    guard = guard_line(run)
+    table.caption = (
+        f"{done}/{len(run.states)} steps done"
+        + (f" · guard: {guard}" if guard else "")
+        + (f" · failing: {run.failure}" if run.failure else "")
     )
     return table

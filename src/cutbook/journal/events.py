@@ -42,13 +42,15 @@ class Event(StrEnum):
     RUN_FINISHED = "run.finished"
     RUN_INTERRUPTED = "run.interrupted"
     NOTIFICATION_SENT = "notification.sent"
+    GUARD_FORECAST = "guard.forecast"
+    GUARD_DECISION = "guard.decision"
     JOURNAL_REPAIRED = "journal.repaired"
 
 
 StepStatus = Literal["succeeded", "failed", "skipped", "rolled_back", "dry_run"]
 RunOutcome = Literal["succeeded", "failed", "rolled_back", "aborted"]
 Phase = Literal["apply", "rollback", "verify", "check"]
-GateKind = Literal["gate", "manual", "failure"]
+GateKind = Literal["gate", "manual", "failure", "guard"]
 
 
 class PlannedStep(TypedDict, total=False):
@@ -268,6 +270,40 @@ class NotificationSent(TypedDict, total=False):
     step: str | None  # the step the milestone is about, if any
 
 
+# ---------------------------------------------------------------- the deadline guard
+
+
+class GuardForecast(TypedDict, total=False):
+    """The rest of the night re-forecast from where the run stands (``cutbook.forecast``)."""
+
+    reason: str  # what prompted it: "run started", "step X succeeded", "tick"
+    at: str
+    planned_finish: str
+    finish: str
+    window_end: str
+    slack_s: float  # window end minus forecast finish; negative: the night overruns
+    margin_s: float
+    rollback_s: float  # undoing what is done (and running), were it no-go now
+    always_s: float  # always steps still to run
+    no_go_finish: str  # when intake would reopen after a no-go now
+    point_of_no_return: str | None  # latest no-go that still ends margin before the window
+    irreversible_ahead: list[str]
+    irreversible_done: list[str]
+    running: list[str]
+
+
+class GuardDecision(TypedDict, total=False):
+    """A go/no-go the guard asked, who decided (or that nobody did in time), and why."""
+
+    alarm: Literal["overrun", "point-of-no-return"]
+    decision: Literal["go", "no-go"]
+    by: str  # a person, "timeout" or "default" (--auto-approve and dry runs do not answer)
+    comment: str
+    asked_at: str
+    deadline: str
+    forecast: dict[str, Any]  # the forecast that raised the alarm, as in guard.forecast
+
+
 FIELDS: Final[dict[Event, type]] = {
     Event.RUN_STARTED: RunStarted,
     Event.RUN_RESUMED: RunResumed,
@@ -289,6 +325,8 @@ FIELDS: Final[dict[Event, type]] = {
     Event.RUN_FINISHED: RunFinished,
     Event.RUN_INTERRUPTED: RunInterrupted,
     Event.NOTIFICATION_SENT: NotificationSent,
+    Event.GUARD_FORECAST: GuardForecast,
+    Event.GUARD_DECISION: GuardDecision,
     Event.JOURNAL_REPAIRED: JournalRepaired,
 }
 

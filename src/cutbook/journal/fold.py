@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 from cutbook.clock import is_real_clock
 from cutbook.durations import format_duration
-from cutbook.journal.events import KNOWN_EVENTS, Event
+from cutbook.journal.events import KNOWN_EVENTS, RESERVED_FIELDS, Event
 from cutbook.journal.records import read_records
 
 DEFAULT_LATE_TOLERANCE: Final = timedelta(minutes=1)
@@ -172,6 +172,10 @@ class RunSummary:
     resumes: list[dict[str, Any]] = field(default_factory=list)
     repairs: list[dict[str, Any]] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
+    guard_forecasts: list[dict[str, Any]] = field(default_factory=list)
+    """The deadline guard's forecasts, oldest first, as journalled."""
+    guard_decisions: list[dict[str, Any]] = field(default_factory=list)
+    """Its go/no-go alarms: the forecast that raised each, and who decided what."""
     unknown_events: dict[str, int] = field(default_factory=dict)
     item_states: dict[str, dict[str, ItemState]] = field(default_factory=dict)
     """Per step, per item key (see :func:`item_key`), in the order items first appeared."""
@@ -457,6 +461,14 @@ class _Folder:
         rb.finished_at = ts
         rb.ok = _bool(rec.get("ok"))
 
+    # -- the deadline guard
+
+    def guard_forecast(self, rec: Mapping[str, Any], ts: str | None) -> None:
+        self.summary.guard_forecasts.append({k: v for k, v in rec.items() if k not in _META})
+
+    def guard_decision(self, rec: Mapping[str, Any], ts: str | None) -> None:
+        self.summary.guard_decisions.append({k: v for k, v in rec.items() if k not in _META})
+
     def result(self, late_tolerance: timedelta) -> RunSummary:
         summary = self.summary
         far = datetime.max.replace(tzinfo=UTC)
@@ -466,6 +478,8 @@ class _Folder:
         summary.deviations = _deviations(summary, late_tolerance)
         return summary
 
+
+_META: Final = RESERVED_FIELDS
 
 _Handler = Callable[[_Folder, Mapping[str, Any], str | None], None]
 

@@ -9,6 +9,9 @@ from cutbook.model import Runbook
 from cutbook.validation.report import Report
 from cutbook.validation.wording import did_you_mean
 
+RESERVED_ID = "guard"
+"""The deadline guard's question goes by this name (the engine's ``guard.QUESTION_ID``)."""
+
 
 def check_unique_ids(report: Report, rb: Runbook, positions: list[int]) -> None:
     """Ids name steps in ``depends_on`` and templates, so each must be used once.
@@ -17,6 +20,12 @@ def check_unique_ids(report: Report, rb: Runbook, positions: list[int]) -> None:
     """
     first: dict[str, int] = {}
     for i, step in enumerate(rb.steps):
+        if step.id == RESERVED_ID:
+            report.err(
+                ("steps", positions[i], "id"),
+                f"step id {RESERVED_ID!r} is reserved: it names the deadline guard's go/no-go "
+                f"(cutbook approve RUN {RESERVED_ID}); call the step something else",
+            )
         if step.id in first:
             line = report.doc.locate(("steps", positions[first[step.id]], "id")).line
             report.err(

@@ -45,6 +45,18 @@ class LoadedRunbook:
     def action_spec(self, target: str, action: str) -> ActionSpec:
         return self.adapters[target].actions[action]
 
+    def read_only_steps(self) -> frozenset[str]:
+        """Steps whose action changes nothing (a GET, a query): abandoning never undoes them."""
+        out: set[str] = set()
+        for step in self.runbook.steps:
+            if step.target is None or step.action is None:
+                continue
+            cls = self.adapters.get(step.target)
+            spec = cls.actions.get(step.action) if cls is not None else None
+            if spec is not None and not spec.mutating:
+                out.add(step.id)
+        return frozenset(out)
+
 
 def _secret_placeholders(names: Iterable[str]) -> dict[str, str]:
     """Stand-ins for secrets, whose values only exist during a run."""

@@ -74,7 +74,13 @@ class PrefectBridge:
         form = model.with_initial_data(description=text, approver="")
         real_timeout = max(2, int(human_timeout(self.clock, question.timeout_s)))
         key = pause_key(question.step_id, self._pauses)
-        answer = await self._wait_for_answer(question, form, key, real_timeout)
+        try:
+            answer = await self._wait_for_answer(question, form, key, real_timeout)
+        except asyncio.CancelledError:
+            # The engine stopped asking (the guard's deadline, a hard stop): a flow run
+            # left paused would refuse the task runs that follow.
+            self.reporter.force_running()
+            raise
         if answer is None:
             minutes = round(question.timeout_s / 60)
             return Answer(by="timeout", approved=False, comment=f"no answer within {minutes} min")

@@ -45,12 +45,13 @@ ANSWER_TIMEOUT_S = 10.0
 def human_timeout(clock: RealClock | VirtualClock, timeout_s: float) -> float:
     """Real seconds a person gets to answer.
 
-    A rehearsal compresses every wait, but a person rehearsing a go/no-go call
-    still needs time to read and answer: never less than two real minutes (or
-    the gate's own timeout, if that is shorter).
+    A rehearsal skips waiting, but a person rehearsing a go/no-go call still
+    needs time to read and answer: the timeout at full speed, never less than
+    two real minutes (or the gate's own timeout, if that is shorter). Meanwhile
+    the rehearsal clock counts the question as waiting up to its deadline.
     """
     compressed = clock.real_seconds(timeout_s)
-    if clock.kind == "virtual":
+    if clock.rehearsal:
         return max(compressed, min(HUMAN_FLOOR_S, timeout_s))
     return compressed
 
