@@ -133,3 +133,15 @@ def test_irreversible_work_done_means_no_full_return() -> None:
     assert fc.point_of_no_return is None
     ahead = forecast(p, {}, t("00:00"))
     assert ahead.irreversible_ahead == ("stop",)
+
+
+def test_a_running_fan_out_is_forecast_from_its_rate_so_far() -> None:
+    p = plan(make(NIGHT), read_only={"check"})
+    # change is a fan-out of 10 items planned inside 1h; 2 done after 30 minutes.
+    progress = {
+        "stop": Progress("succeeded", t("00:00"), t("00:10")),
+        "change": Progress("running", t("00:10"), items_done=2, items_total=10),
+    }
+    fc = forecast(p, progress, t("00:40"))
+    # 15 minutes an item: 8 left end at 02:40, then check 20m and reopen 10m.
+    assert fc.finish == t("03:10")

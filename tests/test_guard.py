@@ -10,6 +10,7 @@ night on plan (no alarm at all).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -207,3 +208,38 @@ def test_a_night_on_plan_raises_no_alarm(estate: SimulatorProcess, tmp_path: Pat
     assert len(forecasts) >= 5  # the start and every step that settled
     assert all(f["slack_s"] > 0 for f in forecasts)
     assert estate_state(estate) == ("open", "2025")
+
+
+def test_a_no_go_stops_a_fan_out_between_items(estate: SimulatorProcess, tmp_path: Path) -> None:
+    # Forty offices planned at 2m each (80m) really take 10m each (6h40m): the guard's
+    # default no-go must stop the fan-out instead of letting every office run first.
+    text = (
+        night(estate.url, "1m")
+        .replace(
+            """    target: pause
+    action: sleep
+    with: {duration: 1m}""",
+            """    target: pause
+    action: sleep
+    for_each: "{{ range(40) | list }}"
+    concurrency: 1
+    with: {duration: 10m}""",
+        )
+        .replace("estimate: 30m\n  - id: after-slow", "estimate: 2m\n  - id: after-slow")
+    )
+    outcome, records, _ = rehearse(tmp_path, text, auto=True)
+    assert outcome == "rolled_back"
+    (decision,) = events(records, "guard.decision")
+    assert decision["decision"] == "no-go"
+    slow = next(r for r in events(records, "step.finished") if r["step"] == "slow-step")
+    assert slow["status"] == "failed"
+    # The rate of the first items (10m each, not 2m) forecast the overrun long before
+    # the estimate ran out: the alarm came after a few offices, not after 32.
+    done = int(re.search(r"\((\d+) done\)", slow["error"]).group(1))  # type: ignore[union-attr]
+    assert 0 < done <= 3, slow["error"]
+    first = events(records, "guard.forecast")[0]
+    assert datetime.fromisoformat(decision["asked_at"]) < datetime.fromisoformat(
+        "2025-03-15T00:00+07:00"
+    ), first
+    assert finished_at(records, "reopen-intake") < WINDOW_END
+    assert estate_state(estate) == ("open", "2024")

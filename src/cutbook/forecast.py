@@ -28,6 +28,10 @@ class Progress:
     status: str
     started: datetime | None = None
     finished: datetime | None = None
+    items_done: int = 0
+    items_total: int = 0
+    """For a fan-out: items finished so far of all its items (the rate so far forecasts
+    the rest better than the estimate once the first item is done)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def forecast(
 
     Finished steps keep their actual finish. A running step ends at its start
     plus its estimate, or now if it has already overrun (it may end any moment:
-    the forecast moves later with every tick it runs on). A step still to run
+    the forecast moves later with every tick it runs on); a running fan-out with
+    some items done ends when the rest would at the rate so far. A step still to run
     starts at the latest of now, its ``at`` and its dependencies' forecast ends,
     and takes its estimate. A step absent from ``progress`` counts as pending.
     """
@@ -128,6 +133,10 @@ def forecast(
         elif p.status == "running" and p.started is not None:
             begin = p.started.astimezone(UTC)
             ended = max(begin + estimate, now)
+            if 0 < p.items_done < p.items_total:
+                # Throughput so far (concurrency included) times what is left.
+                per_item = (now - begin) / p.items_done
+                ended = now + per_item * (p.items_total - p.items_done)
             running.append(ps.id)
         else:
             begin = now

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cutbook import __version__
-from cutbook.cli import audit, demo, preflight, run, runbook, schedule
+from cutbook.cli import audit, demo, keys, preflight, run, runbook, schedule
 from cutbook.cli.console import err, out
 from cutbook.errors import CutbookError
 
@@ -38,12 +38,18 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(
+    help="Approvers' signing keys: make one (new), or print a key file's public line (show).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 runbook.register(app)
 preflight.register(app)
 run.register(app)
 schedule.register(app)
 demo.register(app)
 audit.register(audit_app)
+keys.register(keys_app)
 
 
 def _version(value: bool) -> None:

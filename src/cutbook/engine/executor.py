@@ -12,6 +12,7 @@ import asyncio
 from cutbook.adapter import Result
 from cutbook.engine.calls import Calls
 from cutbook.engine.context import TemplateContext
+from cutbook.engine.interrupt import StepInterrupted
 from cutbook.engine.restore import recovered_items
 from cutbook.engine.resume import UnknownOutput
 from cutbook.engine.state import ItemState, RunState, StepFailed, item_field
@@ -36,6 +37,7 @@ class Executor:
             run.journal.append(Event.STEP_ITEMS, step=step.id, items=[i.key for i in st.items])
         gate = asyncio.Semaphore(step.concurrency)
         failures: list[str] = []
+        not_started: list[str] = []
 
         async def one(item: ItemState) -> None:
             async with run.clock.idle():  # a free place among the items: waiting, not work
@@ -49,6 +51,9 @@ class Executor:
             if item.status == "succeeded" and item.result is not None:
                 return  # done before the interruption
             if failures and run.rb.on_failure_of(step) != "continue":
+                return
+            if run.mode != "normal" and not step.always:
+                not_started.append(item.key)  # a no-go: start nothing more, roll back sooner
                 return
             try:
                 await self.item(step, item)
@@ -68,6 +73,12 @@ class Executor:
                 else ""
             )
             raise StepFailed(prefix + "; ".join(failures[:3]) + (" …" if len(failures) > 3 else ""))
+        if not_started:
+            raise StepInterrupted(
+                f"{len(not_started)} of {len(st.items)} items not started: the run is "
+                f"{'rolling back' if run.mode == 'rollback' else 'aborting'} "
+                f"({run.failure or 'no reason given'})"
+            )
 
     async def item(self, step: Step, item: ItemState) -> None:
         assert step.target is not None and step.action is not None

@@ -35,6 +35,7 @@ QUESTION_ID = RESERVED_ID
 """What the guard's question is called: ``cutbook approve RUN guard --by NAME``."""
 MIN_ANSWER = timedelta(minutes=1)
 """People always get at least this long, even when a no-go is already late."""
+_ITEM_DONE = frozenset({"succeeded", "failed", "dry_run"})
 _TICK_MOVE_S = 60.0
 """A tick is journalled only when the forecast finish moved at least this much."""
 
@@ -114,7 +115,13 @@ class Guard:
     def forecast(self) -> Forecast:
         run = self.run
         progress = {
-            sid: Progress(_status(st.status), st.started, st.finished)
+            sid: Progress(
+                _status(st.status),
+                st.started,
+                st.finished,
+                items_done=sum(1 for i in st.items if i.status in _ITEM_DONE),
+                items_total=len(st.items) if st.step.for_each is not None else 0,
+            )
             for sid, st in run.states.items()
         }
         return forecast(
