@@ -105,8 +105,8 @@ def test_calm_rehearsal_reaches_the_expected_final_state(
     runs = flow_runs(prefect_server, "calm-1")
     assert len(runs) == 1
     run = runs[0]
-    assert run["name"] == "customs-reorg-2025 2025-03-14T22:30+07:00"
-    assert {"cutover", "customs-reorg-2025"} <= set(run["tags"])
+    assert run["name"] == "customs-reorg-2025 2025-03-14T22:30+07:00 REHEARSAL"
+    assert {"cutover", "customs-reorg-2025", "rehearsal"} <= set(run["tags"])
     assert run["state"]["type"] == "COMPLETED"
     assert run["parameters"]["runbook_sha256"] == records[0]["runbook_sha256"]
     tasks = httpx.post(
@@ -224,7 +224,9 @@ def test_rejected_gate_rolls_back(
             paused = bool(runs) and runs[0]["state"]["type"] == "PAUSED"
             time.sleep(0.5)
         assert paused, "the run must pause at the gate"
-        wrong = cutbook.run("approve", "gate-1", "switch-catalogue", "--by", "ops-lead")
+        wrong = cutbook.run(
+            "approve", "gate-1", "switch-catalogue", "--by", "ops-lead", "--approve"
+        )
         assert wrong.returncode == 2 and "waiting at step 'go-no-go'" in wrong.stderr
         said = cutbook.run(
             "approve",

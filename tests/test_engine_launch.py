@@ -12,13 +12,15 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 
 from cutbook.engine.prefect.parameters import (
     SETTINGS_CODECS,
     FlowParameters,
+    is_rehearsal,
+    run_tags,
     to_parameters,
     to_settings,
 )
@@ -55,6 +57,7 @@ def unusual_settings(tmp_path: Path, loaded: LoadedRunbook) -> RunSettings:
         auto_approve=True,
         run_id="parity-night-1",
         started_by="ops-lead@bastion",
+        executor="night-operator",
     )
     defaults = RunSettings(data_dir=Path(".cutbook"))
     same = [
@@ -73,7 +76,11 @@ def test_every_setting_survives_the_flow_parameters(tmp_path: Path) -> None:
     assert {f.name for f in fields(RunSettings)} == set(SETTINGS_CODECS) | {"run_id"}
     assert stored["runbook_sha256"] == loaded.sha256
     assert stored["variables"] == {"estate_url": "http://127.0.0.1:2"}
-    assert stored["window_start"] == "2025-03-21T22:30+07:00", "named after the moved window"
+    # Named after the moved window, and marked: a rehearsal is never mistaken for the night.
+    assert stored["window_start"] == "2025-03-21T22:30+07:00 REHEARSAL"
+    assert "rehearsal" in run_tags("parity", "parity-night-1", rehearsal=is_rehearsal(chosen))
+    real = to_parameters(loaded, replace(chosen, clock="real", dry_run=False))
+    assert real["window_start"] == "2025-03-21T22:30+07:00"
 
 
 def test_missing_settings_take_the_defaults_cutbook_run_would(tmp_path: Path) -> None:

@@ -284,6 +284,11 @@ def test_old_journal_reports_as_before(old_journals: Path, expected: dict[str, A
         deviation["detail"] = re.sub(r"(\d+m)00s", r"\1", deviation["detail"])
     # The deadline guard is newer than this journal: its section says it had no forecasts.
     assert data.pop("guard") == {"forecasts": 0, "last": None, "tightest": None, "decisions": []}
+    # Every answer is listed now, the refused one included (it was folded as unknown).
+    answers = data.pop("answers")
+    assert [a["outcome"] for a in answers].count("refused") == 1
+    assert all(a["signature"] == "unsigned" for a in answers)
+    assert len(answers) == len([a for a in data["approvals"] if a["by"]]) + 1
     assert data == before
     for fmt in ("html", "md"):
         text = audit.report(old_journals, NIGHT, fmt, hmac_key=KEY)  # type: ignore[arg-type]

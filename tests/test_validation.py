@@ -575,3 +575,39 @@ def test_guard_settings_reach_the_model(tmp_path: Path) -> None:
     rb = load(write(tmp_path, text)).runbook
     assert rb.guard.margin.total_seconds() == 1200 and rb.guard.approvers == ["cio"]
     assert rb.guard.enabled and rb.guard.answer_within.total_seconds() == 900
+
+
+def test_gates_that_could_never_open_are_refused(tmp_path: Path) -> None:
+    text = (
+        HEAD
+        + """\
+approvers:
+  ops-lead: {key: "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}
+  cio: {}
+steps:
+  - id: two-person
+    approval: {approvers: [ops-lead, ops-lead], quorum: 2}
+  - id: signed-gate
+    approval: {approvers: [ops-lead, cio], signed: true}
+"""
+    )
+    found = problems(write(tmp_path, text))
+    assert found == [
+        "rb.yaml:10:27: ops-lead listed twice: a quorum counts distinct people",
+        "rb.yaml:10:57: quorum 2 needs at least 2 distinct approvers; 1 listed",
+        "rb.yaml:12:52: signed: true, but no key for cio: add approvers: {cio: {key: ...}} "
+        "(cutbook keys new cio prints it)",
+    ], found
+    typo = (
+        HEAD + "approvers: {ops-lead: {}}\nsteps:\n  - {id: a, approval: {approvers: [ops-leed]}}\n"
+    )
+    (warning,) = load(write(tmp_path, typo), display="rb.yaml").warnings
+    assert warning.render() == (
+        "rb.yaml:7:36: warning: 'ops-leed' is not listed under approvers (did you mean 'ops-lead'?)"
+    )
+
+
+def test_an_approver_key_must_look_like_one(tmp_path: Path) -> None:
+    text = HEAD + 'approvers: {ops-lead: {key: "rsa:abc"}}\nsteps:\n  - id: only\n'
+    (problem,) = problems(write(tmp_path, text))
+    assert problem.startswith("rb.yaml:5:29: approvers.ops-lead.key: not an Ed25519"), problem

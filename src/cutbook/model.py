@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from cutbook.durations import Duration
 
@@ -122,9 +122,50 @@ class RollbackSpec(_Strict):
 class ApprovalSpec(_Strict):
     """A go/no-go gate answered by a person in the Prefect UI or ``cutbook approve``."""
 
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list, description="Who may answer; empty: anyone with a name"
+    )
     timeout: Duration = timedelta(minutes=30)
     instructions: str = ""
+    quorum: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="How many distinct approvers must say go; one no-go is enough to stop",
+    )
+    executor_may_approve: bool = Field(
+        True,
+        description="false: the person who started the run (cutbook run --as NAME, else the "
+        "OS user) may not answer this gate (separation of duties)",
+    )
+    signed: bool = Field(
+        False,
+        description="Only answers signed with the approver's key count (cutbook approve "
+        "--key FILE); the approvers need a key under the runbook's approvers:",
+    )
+
+
+_PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
+
+
+class Approver(_Strict):
+    """A person who may answer gates, and the public key their signed answers verify with."""
+
+    key: str | None = Field(
+        None,
+        description="Ed25519 public key, as printed by `cutbook keys new NAME`: ed25519:BASE64",
+        json_schema_extra={"pattern": _PUBLIC_KEY.pattern},
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _looks_like_a_key(cls, value: str | None) -> str | None:
+        if value is not None and not _PUBLIC_KEY.match(value):
+            raise ValueError(
+                "not an Ed25519 public key: paste the ed25519:... text `cutbook keys new NAME` "
+                "(or `cutbook keys show FILE`) prints"
+            )
+        return value
 
 
 class Step(_Strict):
@@ -256,6 +297,10 @@ class Runbook(_Strict):
     steps: list[Step] = Field(min_length=1)
     notify: list[NotifyChannel] = Field(
         default_factory=list, description="Channels told about milestones of the run"
+    )
+    approvers: dict[str, Approver] = Field(
+        default_factory=dict,
+        description="People who answer gates, with the public keys of those who sign",
     )
     guard: GuardSpec = Field(
         default_factory=GuardSpec,

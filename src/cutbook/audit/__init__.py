@@ -22,6 +22,7 @@ from cutbook.audit.runs import (
     run_mode,
     zone_of,
 )
+from cutbook.audit.signatures import SignatureReport, check_signatures, signature_status
 from cutbook.errors import ChainBroken, JournalError
 from cutbook.journal import (
     RESERVED_FIELDS,
@@ -62,6 +63,16 @@ def verify_all(
 ) -> list[tuple[str, VerifyResult]]:
     """Verify every journal in the directory; the caller fails if any is not ok."""
     return [(p.stem, verify(p, hmac_key=hmac_key)) for p in journal_files(Path(journal_dir))]
+
+
+def verify_signatures(journal_dir: Path | str, run_id: str) -> SignatureReport:
+    """Re-check a run's signed answers against its journalled runbook's keys.
+
+    Apart from :func:`verify_run` because it answers another question (who
+    answered, not whether the file changed); ``cutbook audit verify`` asks both.
+    Reads what it can of a damaged journal: the chain check names the damage.
+    """
+    return check_signatures(read_records(resolve_run(journal_dir, run_id), skip_bad=True))
 
 
 def anchor(journal_dir: Path | str, run_id: str, hmac_key: bytes | None = None) -> dict[str, Any]:
@@ -136,8 +147,10 @@ def show(
 __all__ = [
     "ReportFormat",
     "RunListing",
+    "SignatureReport",
     "anchor",
     "build_report",
+    "check_signatures",
     "format_anchor",
     "format_listing",
     "list_runs",
@@ -146,6 +159,8 @@ __all__ = [
     "report",
     "resolve_run",
     "show",
+    "signature_status",
     "verify_all",
     "verify_run",
+    "verify_signatures",
 ]

@@ -21,6 +21,7 @@ from markupsafe import Markup
 
 from cutbook import __version__
 from cutbook.audit.runs import format_time, run_mode, zone_of
+from cutbook.audit.signatures import signature_status
 from cutbook.clock import is_real_clock
 from cutbook.durations import format_duration
 from cutbook.errors import UsageError
@@ -31,6 +32,7 @@ from cutbook.journal import (
     format_anchor,
     make_anchor,
     parse_ts,
+    read_records,
     resolve_run,
     summarize,
     verify,
@@ -174,6 +176,7 @@ def build_report(
         },
         "anchor": head,
         "approvals": [asdict(a) for a in summary.approvals],
+        "answers": _answers(summary, path),
         "steps": [_step_data(st) for st in summary.steps],
         "deviations": [asdict(d) for d in summary.deviations],
         "rollbacks": [asdict(r) for r in summary.rollbacks],
@@ -183,6 +186,29 @@ def build_report(
     }
     scrubbed: dict[str, Any] = redactor.scrub(data)
     return scrubbed
+
+
+def _answers(summary: RunSummary, path: Path) -> list[dict[str, Any]]:
+    """Every answer with its signature checked again here, from the journal itself."""
+    try:
+        status = signature_status(read_records(path, skip_bad=True))
+    except OSError:
+        status = {}
+    rows = []
+    for a in summary.answers:
+        row = asdict(a)
+        row["signature"] = status.get(a.seq, "unsigned") if a.seq is not None else "unsigned"
+        if not a.signed:
+            row["signature"] = "unsigned"
+        row["sha_matches"] = (
+            None if a.runbook_sha256 is None else a.runbook_sha256 == summary.runbook_sha256
+        )
+        row["anonymous"] = a.outcome != "refused" and (a.by or "").strip().lower() in (
+            "",
+            "unknown",
+        )
+        rows.append(row)
+    return rows
 
 
 def _guard_data(forecasts: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:

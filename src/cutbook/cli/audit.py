@@ -141,8 +141,12 @@ def verify_command(
     1 naming the first bad record on any edit, deletion, insertion, reordering,
     record after run.finished, missing or bad HMAC, anchor mismatch or truncation
     (no run.finished, unless RUN.lock says the run is live). A torn last line from
-    a crash is reported as exactly that, and also exits 1."""
-    from cutbook.audit import verify_all, verify_run
+    a crash is reported as exactly that, and also exits 1.
+
+    Then re-checks every signed answer against the key its runbook lists for the
+    approver (`signatures: N verified`, or each problem); a bad signature, one made
+    for another runbook, or an unsigned approval of a signed step also exits 1."""
+    from cutbook.audit import verify_all, verify_run, verify_signatures
 
     folder = _dir(journal_dir, data_dir)
     key = _key(key_file)
@@ -157,7 +161,13 @@ def verify_command(
     bad = 0
     for run_id, result in results:
         typer.echo(f"{run_id}: {result.describe()}")
-        bad += 0 if result.passed else 1
+        # the argument, not the id the records name: that is the file verify read
+        signatures = verify_signatures(folder, run if run is not None else run_id)
+        first, *rest = signatures.lines()
+        typer.echo(f"{run_id}: {first}")
+        for line in rest:
+            typer.echo(line)
+        bad += 0 if result.passed and signatures.passed else 1
     if not results:
         typer.echo("no journals found")
     if bad:

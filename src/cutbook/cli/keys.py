@@ -119,10 +119,8 @@ def show_command(
     from cutbook.signing import fingerprint, load_private, public_text
 
     stem = file.name.removesuffix(".key")
-    if name is not None:
-        shown = _check_name(name)
-    else:
-        shown = stem if _NAME.match(stem) else "NAME"
+    default = stem if _NAME.match(stem) else "NAME"
+    shown = _check_name(name) if name is not None else default
     public = public_text(load_private(file).public_key())
     typer.echo(_runbook_line(shown, public))
     typer.echo(f"fingerprint {fingerprint(public)}")

@@ -3,9 +3,10 @@ launch API (:mod:`cutbook.engine.launch`) does the work, Prefect included."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -70,6 +71,15 @@ def run(
             help="Answer every gate as yourself, recorded as automatic. Demos and rehearsals only.",
         ),
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="NAME",
+            help="Who runs the night (default: your OS user). Recorded; a gate with "
+            "executor_may_approve: false refuses this person's answers.",
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run a runbook as a Prefect flow: on time, with retries, gates, rollback and
@@ -103,6 +113,8 @@ def run(
         auto_approve=auto_approve,
         run_id=run_id,
     )
+    if executor:
+        settings = replace(settings, executor=executor)
     launched = launch(loaded, settings, observers=terminal_observers())
     summary(launched)
     if launched.exit_code:
@@ -166,23 +178,65 @@ def resume(
 
 def approve(
     run_id: Annotated[str, typer.Argument(help="The run id printed by cutbook run.")],
-    step: Annotated[str, typer.Argument(help="The gate or manual step being answered.")],
+    step: Annotated[
+        str,
+        typer.Argument(
+            help="The gate or manual step being answered, or guard for the deadline guard."
+        ),
+    ],
     by: Annotated[str, typer.Option("--by", help="Your name, as listed in the gate's approvers.")],
+    go: Annotated[
+        bool, typer.Option("--approve", help="Say go (or: the manual step is done).")
+    ] = False,
     reject: Annotated[bool, typer.Option("--reject", help="Say no-go.")] = False,
     decision: Annotated[
         Decision | None,
         typer.Option(help="For a failed step with on_failure: pause — retry, skip or rollback."),
     ] = None,
     comment: Annotated[str, typer.Option(help="Why; kept in the journal as evidence.")] = "",
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            metavar="FILE",
+            help="Sign the answer with your private key (cutbook keys new NAME); a gate with "
+            "signed: true takes only signed answers.",
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Answer a go/no-go gate or manual step of a running run from a terminal.
+    """Answer a go/no-go gate, a manual step, a failed step or the deadline guard of a
+    running run from a terminal.
+
+    Say exactly one of --approve, --reject or --decision: there is no default answer.
+    The answer carries the sha256 of the runbook the run asks about, so it approves that
+    runbook and no other; with --key it is signed, and cutbook audit verify checks the
+    signature afterwards. The server is found as cutbook run finds it: PREFECT_API_URL,
+    else CUTBOOK_PREFECT_PORT, else the data directory's embedded server.
+
+    Example: cutbook approve customs-reorg-2025-20250314T2230-ab12 go-live --by ops-lead
+    --approve --key ~/.cutbook/ops-lead.key --comment "certificates verified"
 
     The same answer can be given in the Prefect UI's form on the paused flow run.
     """
     from cutbook.engine.launch import answer_gate
 
-    choice: Choice = "reject" if reject else "approve"
+    chosen = [c for c in ("approve" if go else None, "reject" if reject else None) if c]
     if decision is not None:
-        choice = decision.value
-    said = answer_gate(run_id, step, choice=choice, by=by, comment=comment)
+        chosen.append(decision.value)
+    if len(chosen) != 1:
+        raise UsageError(
+            "say exactly one of --approve, --reject or --decision retry|skip|rollback "
+            "(there is no default answer)"
+        )
+    choice = cast("Choice", chosen[0])
+    said = answer_gate(
+        run_id,
+        step,
+        choice=choice,
+        by=by,
+        comment=comment,
+        key_file=key,
+        data_dir=paths.data_dir(data_dir),
+    )
     out.print(said, markup=False)

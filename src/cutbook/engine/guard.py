@@ -323,7 +323,7 @@ def _explain(fc: Forecast, alarm: str, deadline: datetime, zone: tzinfo, run_id:
         lines.append("Irreversible work ahead: " + ", ".join(fc.irreversible_ahead) + ".")
     lines.append(
         f"Answer by {_hm(deadline, zone)}; no answer by then is a no-go. "
-        f"Go: `cutbook approve {run_id} {QUESTION_ID} --by NAME`; "
-        f"no-go: add `--reject`."
+        f"Go: `cutbook approve {run_id} {QUESTION_ID} --by NAME --approve`; "
+        f"no-go: `... --reject`."
     )
     return "\n".join(lines)

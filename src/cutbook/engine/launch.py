@@ -147,12 +147,24 @@ def preflight(
         session.release()
 
 
-def answer_gate(run_id: str, step: str, *, choice: Choice, by: str, comment: str = "") -> str:
-    """Answer the question a running run waits on at ``step``; says what was answered."""
-    use_running_server()
+def answer_gate(
+    run_id: str,
+    step: str,
+    *,
+    choice: Choice,
+    by: str,
+    comment: str = "",
+    key_file: Path | None = None,
+    data_dir: Path | None = None,
+) -> str:
+    """Answer the question a running run waits on at ``step``; says what was answered.
+
+    The server is found as a run finds it (``PREFECT_API_URL``, ``CUTBOOK_PREFECT_PORT``,
+    the data directory's embedded server); ``key_file`` signs the answer."""
+    use_running_server(data_dir)
     from cutbook.engine.prefect.gates import answer_gate as answer
 
-    return answer(run_id, step, choice=choice, by=by, comment=comment)
+    return answer(run_id, step, choice=choice, by=by, comment=comment, key_file=key_file)
 
 
 def _execute(session: Session, observers: Sequence[RunObserver]) -> Launched:

@@ -297,13 +297,15 @@ class Notifier(RunObserver):
         rid, sid = run.opts.run_id, question.step_id
         until = run.clock.now() + timedelta(seconds=question.timeout_s)
         who = ", ".join(question.approvers) or "any operator"
-        command = f"cutbook approve {rid} {sid} --by NAME"
+        command = f"cutbook approve {rid} {sid} --by NAME" + (
+            " --key FILE" if question.signed else ""
+        )
         if question.kind == "gate":
             what = f"Go/no-go '{question.title}' waits for {who}"
-            answer = f"Approve: {command}  (no-go: add --reject)"
+            answer = f"Go: {command} --approve   No-go: {command} --reject"
         elif question.kind == "manual":
             what = f"Step {sid} ('{question.title}') waits for {who} to confirm it was done"
-            answer = f"Confirm: {command}"
+            answer = f"Confirm: {command} --approve"
         else:
             what = f"Step {sid} failed and waits for a decision from {who}"
             answer = f"Decide: {command} --decision retry|skip|rollback"

@@ -59,6 +59,9 @@ class RunSettings:
     auto_approve: bool = False
     run_id: str | None = None
     started_by: str = field(default_factory=lambda: f"{getpass.getuser()}@{platform.node()}")
+    executor: str = field(default_factory=getpass.getuser)
+    """Who runs the night (``--as NAME``): a gate with ``executor_may_approve: false``
+    refuses their answers."""
 
     @property
     def journal_dir(self) -> Path:
@@ -343,6 +346,7 @@ class Session:
             RunOptions(
                 run_id=self.run_id,
                 started_by=self.settings.started_by,
+                executor=self.settings.executor,
                 clock=self.clock,
                 dry_run=self.settings.dry_run,
                 auto_approve=self.settings.auto_approve,
@@ -408,6 +412,7 @@ class Session:
             runbook_text=self.loaded.text,
             variables=self.loaded.vars,
             started_by=self.settings.started_by,
+            executor=self.settings.executor,
             host=platform.node(),
             versions=_versions(self.loaded.adapters),
             window={

@@ -51,6 +51,16 @@ class Question:
     approvers: tuple[str, ...] = ()
     timeout_s: float = 1800.0
     kind: Literal["gate", "manual", "failure", "guard"] = "gate"
+    quorum: int = 1
+    """Distinct approvers who must say go; one no-go is enough to stop."""
+    signed: bool = False
+    """Only answers signed with the approver's key count."""
+    approved_by: tuple[str, ...] = ()
+    """Who has said go so far (a quorum question is asked again until it is met)."""
+    runbook_sha256: str = ""
+    """What an answer approves: the form shows it and the answer must carry it back."""
+    forecast: str = ""
+    """The night's forecast at the moment of asking, in words, shown with the question."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,24 @@ class Answer:
     approved: bool
     comment: str = ""
     decision: Decision | None = None
+    runbook_sha256: str | None = None
+    """The runbook the answer says it approves (the form's and ``cutbook approve``'s)."""
+    signature: str | None = None
+    """Ed25519 over the answer's payload (:func:`cutbook.signing.payload`), base64."""
+    signed_at: str | None = None
+    via: str = ""
+    """Where it came from (``cli``, ``ui``): evidence for the report."""
+    problem: str | None = None
+    """Set by a bridge when what arrived was not a usable answer (no decision, say)."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A question people are being asked right now: what the on-call view shows."""
+
+    question: Question
+    since: datetime
+    deadline: datetime
 
 
 @dataclass
@@ -132,6 +160,8 @@ class RunOptions:
     run_id: str
     started_by: str
     clock: RealClock | VirtualClock
+    executor: str = ""
+    """Who runs it (``--as NAME``, else the OS user): a gate may forbid them to approve."""
     dry_run: bool = False
     auto_approve: bool = False
     secrets: Mapping[str, str] = field(default_factory=dict)
@@ -219,6 +249,10 @@ class RunState:
         """The whole plan this run started from, for the deadline guard (None: it plans)."""
         self.guard_forecast: Forecast | None = None
         """The deadline guard's latest forecast, for the live view and the Prefect artifact."""
+        self.waiting: Waiting | None = None
+        """The question people are asked now, if any (the live view and the artifact)."""
+        self.refusals: list[str] = []
+        """Answers refused so far, in words, newest last (shown in the Prefect artifact)."""
         self.guard_alarm: GuardAlarm | None = None
         """The guard's latest go/no-go alarm, for the notifier (see :mod:`.guard`)."""
 

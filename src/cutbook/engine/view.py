@@ -57,9 +57,14 @@ def markdown_table(run: RunState) -> str:
         f"({rb.timezone})",
         "",
     ]
+    waiting = waiting_line(run)
+    if waiting:
+        lines += [f"**Waiting:** {waiting}", ""]
     guard = guard_line(run)
     if guard:
         lines += [f"**Deadline guard:** {guard}", ""]
+    if run.refusals:
+        lines += ["**Refused answers:**", ""] + [f"- {r}" for r in run.refusals[-5:]] + [""]
     lines += [
         "| step | status | planned | actual start | actual finish | vs plan | attempts | summary |",
         "|---|---|---|---|---|---|---|---|",
@@ -74,6 +79,36 @@ def markdown_table(run: RunState) -> str:
     if run.failure:
         lines += ["", f"**Failure:** {run.failure}"]
     return "\n".join(lines)
+
+
+def waiting_line(run: RunState) -> str:
+    """What the run waits for, in one line: the question, since when, who may answer, the
+    quorum so far, the deadline, and the exact command that answers it."""
+    w = run.waiting
+    if w is None:
+        return ""
+    q = w.question
+    what = {
+        "gate": f"go/no-go {q.step_id}",
+        "manual": f"confirmation of {q.step_id}",
+        "failure": f"a decision on failed step {q.step_id}",
+        "guard": "the deadline guard's go/no-go",
+    }[q.kind]
+    who = ", ".join(q.approvers) or "any operator, by name"
+    quorum = (
+        f" · quorum {len(q.approved_by)} of {q.quorum}"
+        + (f" ({', '.join(q.approved_by)})" if q.approved_by else "")
+        if q.kind == "gate" and q.quorum > 1
+        else ""
+    )
+    answer = "--decision retry|skip|rollback" if q.kind == "failure" else "--approve|--reject"
+    key = " --key FILE" if q.signed else ""
+    rehearsal = " (rehearsal clock)" if run.clock.kind != "real" else ""
+    return (
+        f"waiting for {what} since {_hm(w.since, run)} · who may answer: {who}{quorum} · "
+        f"answer by {_hm(w.deadline, run)}{rehearsal} · "
+        f"`cutbook approve {run.opts.run_id} {q.step_id} --by NAME {answer}{key}`"
+    )
 
 
 def guard_line(run: RunState) -> str:
@@ -125,8 +160,11 @@ def live_table(run: RunState) -> RenderableType:
         )
     done = sum(1 for s in run.states.values() if s.status in _DONE)
     guard = guard_line(run)
+    waiting = waiting_line(run)
     table.caption = (
         f"{done}/{len(run.states)} steps done"
+        + (f"\n{waiting}" if waiting else "")
+        + (f"\nrefused: {run.refusals[-1]}" if run.refusals else "")
         + (f" · guard: {guard}" if guard else "")
         + (f" · failing: {run.failure}" if run.failure else "")
     )

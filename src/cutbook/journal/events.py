@@ -78,6 +78,7 @@ class RunStarted(TypedDict, total=False):
     runbook_text: str
     variables: dict[str, Any]
     started_by: str
+    executor: str  # who runs it (cutbook run --as NAME, else the OS user): separation of duties
     host: str
     versions: dict[str, Any]
     window: dict[str, str]
@@ -225,6 +226,10 @@ class GateRequested(TypedDict, total=False):
     title: str
     approvers: list[str]
     timeout_s: float | None
+    quorum: int  # distinct approvers who must say go
+    signed: bool  # only signed answers count
+    runbook_sha256: str  # what an answer approves (shown on the form)
+    forecast: str  # the night's forecast when asked, in words (empty before the first)
 
 
 class GateAnswered(TypedDict, total=False):
@@ -235,6 +240,12 @@ class GateAnswered(TypedDict, total=False):
     comment: str
     auto: bool
     decision: str | None
+    runbook_sha256: str  # the runbook hash the answer was given (and signed) for
+    signature: str | None  # base64 Ed25519 signature of cutbook.signing.payload; None: unsigned
+    signed_at: str | None  # when the approver signed, ISO 8601 with offset; part of the payload
+    key: str | None  # fingerprint of the runbook key that verified the signature
+    via: str  # where the answer came from: prefect (the UI form or cutbook approve), a bridge
+    quorum: str | None  # for a gate: go's counted so far, "1 of 2"
 
 
 class GateRefused(TypedDict, total=False):
@@ -243,6 +254,7 @@ class GateRefused(TypedDict, total=False):
     step: str
     by: str
     reason: str
+    via: str  # where the refused answer came from
 
 
 # ---------------------------------------------------------------- rollback

@@ -114,6 +114,25 @@ class Approval:
 
 
 @dataclass
+class AnswerRecord:
+    """One answer to one question, as the auditor reads it: counted, refused or timed out."""
+
+    seq: int | None
+    step: str
+    at: str | None
+    by: str | None
+    outcome: str  # "go", "no-go", a failure decision, "timeout", "refused"
+    reason: str = ""  # why it was refused
+    comment: str = ""
+    auto: bool = False
+    signed: bool = False
+    key: str | None = None
+    runbook_sha256: str | None = None
+    quorum: str | None = None
+    via: str = ""
+
+
+@dataclass
 class Rollback:
     reason: str | None
     steps: list[str]
@@ -168,6 +187,8 @@ class RunSummary:
     point_of_no_return: str | None = None
     steps: list[StepSummary] = field(default_factory=list)
     approvals: list[Approval] = field(default_factory=list)
+    answers: list[AnswerRecord] = field(default_factory=list)
+    """Every answer given, in order: counted, refused (with why) and timed out."""
     rollbacks: list[Rollback] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     repairs: list[dict[str, Any]] = field(default_factory=list)
@@ -220,6 +241,18 @@ def _str(value: Any) -> str | None:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _quorum_met(value: Any) -> bool:
+    """A gate answer's ``quorum`` ("1 of 2"): met, or absent (one answer opens the gate)."""
+    if not isinstance(value, str) or " of " not in value:
+        return True
+    have, _, need = value.partition(" of ")
+    return have.strip().isdigit() and need.strip().isdigit() and int(have) >= int(need)
 
 
 def _bool(value: Any) -> bool | None:
@@ -438,8 +471,40 @@ class _Folder:
         gate.approved = _bool(rec.get("approved"))
         gate.comment = str(rec.get("comment") or "")
         gate.auto = bool(rec.get("auto"))
-        if rec.get("approved"):
+        if rec.get("approved") and _quorum_met(rec.get("quorum")):
             self.summary.approved_steps.add(gate.step)
+        by = _str(rec.get("by"))
+        decision = _str(rec.get("decision"))
+        outcome = "timeout" if by == "timeout" else decision or ("go" if gate.approved else "no-go")
+        self.summary.answers.append(
+            AnswerRecord(
+                seq=_int(rec.get("seq")),
+                step=gate.step,
+                at=ts,
+                by=by,
+                outcome={"approve": "go", "reject": "no-go"}.get(outcome, outcome),
+                comment=gate.comment,
+                auto=gate.auto,
+                signed=bool(rec.get("signature")),
+                key=_str(rec.get("key")),
+                runbook_sha256=_str(rec.get("runbook_sha256")),
+                quorum=_str(rec.get("quorum")),
+                via=str(rec.get("via") or ""),
+            )
+        )
+
+    def gate_refused(self, rec: Mapping[str, Any], ts: str | None) -> None:
+        self.summary.answers.append(
+            AnswerRecord(
+                seq=_int(rec.get("seq")),
+                step=str(rec["step"]),
+                at=ts,
+                by=_str(rec.get("by")),
+                outcome="refused",
+                reason=str(rec.get("reason") or ""),
+                via=str(rec.get("via") or ""),
+            )
+        )
 
     def rollback_started(self, rec: Mapping[str, Any], ts: str | None) -> None:
         steps = rec.get("steps")
@@ -484,8 +549,8 @@ _META: Final = RESERVED_FIELDS
 _Handler = Callable[[_Folder, Mapping[str, Any], str | None], None]
 
 # One method per event it folds, named after the event (run.started: run_started).
-# step.verified, step.decision and gate.refused are evidence the report does not
-# fold (yet): known, so not counted as unknown, and changing no state.
+# step.verified and step.decision are evidence the report does not fold (yet):
+# known, so not counted as unknown, and changing no state.
 _HANDLERS: Final[dict[str, _Handler]] = {
     e.value: getattr(_Folder, e.value.replace(".", "_"))
     for e in Event

@@ -15,6 +15,7 @@ from cutbook.diagnostics import Diagnostic
 from cutbook.model import API_VERSION, Runbook, Step
 from cutbook.validation import dependencies, inputs, templates, times
 from cutbook.validation.adapters import check_targets
+from cutbook.validation.approvals import check_approvals
 from cutbook.validation.loaded import LoadedRunbook
 from cutbook.validation.notify import check_notify
 from cutbook.validation.policies import check_policies
@@ -86,6 +87,7 @@ def _run(report: Report, path: Path, name: str, overrides: dict[str, Any]) -> Lo
     for step in rb.steps:
         check_step(report, rb, step, loaded, ancestors)
     check_notify(report, rb, loaded)
+    check_approvals(report, rb)
     check_policies(report, rb, loaded, ancestors)
     return loaded
 

@@ -21,6 +21,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.input import RunInput
 from prefect.input.run_input import Keyset, keyset_from_paused_state
 from prefect.states import Completed, Crashed, Failed, Paused, Running
+from pydantic import ValidationError
 
 from cutbook.clock import RealClock, VirtualClock
 from cutbook.durations import format_duration
@@ -44,6 +45,8 @@ class PrefectBridge:
         self.run_id = run_id
         self._pauses = 0
         self.artifacts = Artifacts(reporter)
+        self.refused: list[str] = []
+        """Refusals so far (the run's), the newest shown on the next form."""
 
     async def task(self, name: str, body: Callable[[], Awaitable[StepReport]]) -> StepReport:
         """Run the body now; its task run follows when the server can take it."""
@@ -64,14 +67,10 @@ class PrefectBridge:
         """Pause the flow run for a form; the question's deadline holds whatever the API does."""
         self._pauses += 1
         model: type[RunInput] = FailureAnswer if question.kind == "failure" else GateAnswer
-        who = ", ".join(question.approvers) or "any operator"
-        text = (
-            f"### {question.title}\n\n{question.instructions}\n\n"
-            f"Approvers: {who}. From a terminal: "
-            f"`cutbook approve {self.run_id} {question.step_id} --by NAME [--reject] "
-            f"[--comment TEXT]`"
+        form = model.with_initial_data(
+            description=_form_text(question, self.run_id, self.refused),
+            runbook_sha256=question.runbook_sha256,
         )
-        form = model.with_initial_data(description=text, approver="")
         real_timeout = max(2, int(human_timeout(self.clock, question.timeout_s)))
         key = pause_key(question.step_id, self._pauses)
         try:
@@ -84,19 +83,29 @@ class PrefectBridge:
         if answer is None:
             minutes = round(question.timeout_s / 60)
             return Answer(by="timeout", approved=False, comment=f"no answer within {minutes} min")
-        decision = str(getattr(answer, "decision", "approve"))
-        by = str(getattr(answer, "approver", "")) or "unknown"
-        comment = str(getattr(answer, "comment", ""))
+        if isinstance(answer, str):
+            return Answer(by="", approved=False, problem=answer, via="prefect")
+        decision = str(getattr(answer, "decision", ""))
+        common: dict[str, Any] = {
+            "by": str(getattr(answer, "approver", "")).strip(),
+            "comment": str(getattr(answer, "comment", "")),
+            "runbook_sha256": str(getattr(answer, "runbook_sha256", "")) or None,
+            "signature": str(getattr(answer, "signature", "")) or None,
+            "signed_at": str(getattr(answer, "signed_at", "")) or None,
+            "via": "prefect",
+        }
         if question.kind == "failure":
             chosen: Decision = (
                 "retry" if decision == "retry" else "skip" if decision == "skip" else "rollback"
             )
-            return Answer(by=by, approved=chosen != "rollback", comment=comment, decision=chosen)
-        return Answer(by=by, approved=decision == "approve", comment=comment)
+            return Answer(approved=chosen != "rollback", decision=chosen, **common)
+        if decision not in ("approve", "reject"):
+            return Answer(approved=False, problem="no decision: approve or reject", **common)
+        return Answer(approved=decision == "approve", **common)
 
     async def _wait_for_answer(
         self, question: Question, form: type[RunInput], key: str, timeout: int
-    ) -> RunInput | None:
+    ) -> RunInput | str | None:
         """Pause, then poll until answered or the deadline; ``None``: no answer in time."""
         deadline = time.monotonic() + timeout
         keyset: Keyset | None = None
@@ -150,18 +159,49 @@ class PrefectBridge:
 
     async def _answered(
         self, flow_run_id: UUID, form: type[RunInput], keyset: Keyset
-    ) -> RunInput | None:
-        async def read(client: PrefectClient) -> RunInput | None:
+    ) -> RunInput | str | None:
+        """The answer; a string says why what arrived is no answer (it bypassed the form)."""
+
+        async def read(client: PrefectClient) -> RunInput | str | None:
             flow_run = await client.read_flow_run(flow_run_id)
             if flow_run.state is None or not flow_run.state.is_running():
                 return None
-            loaded: RunInput = await form.aload(keyset, flow_run_id=flow_run_id)
+            try:
+                loaded: RunInput = await form.aload(keyset, flow_run_id=flow_run_id)
+            except ValidationError as exc:
+                fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"]) or "it"
+                return f"the answer is not a complete form ({fields} missing or invalid)"
             return loaded
 
         return await self.reporter.call(read, CALL_S)
 
     def publish(self, run: RunState) -> None:
+        self.refused = run.refusals
         self.artifacts.changed(run)
 
     def close(self, run: RunState) -> None:
         self.artifacts.close(run)
+
+
+def _form_text(question: Question, run_id: str, refused: list[str]) -> str:
+    """What the Prefect UI shows above the form: what is decided, by whom, on what."""
+    who = ", ".join(question.approvers) or "any operator, by name"
+    lines = [f"### {question.title}", "", question.instructions, ""]
+    if question.kind == "gate" and question.quorum > 1:
+        so_far = ", ".join(question.approved_by) or "nobody yet"
+        lines.append(f"Needs go from {question.quorum} distinct approvers; so far: {so_far}.")
+    lines.append(f"Approvers: {who}." + (" Signed answers only." if question.signed else ""))
+    lines.append(f"Runbook sha256: `{question.runbook_sha256}`.")
+    if question.forecast:
+        lines.append(f"Now: {question.forecast}.")
+    if refused:
+        lines.append(f"Last refused: {refused[-1]}.")
+    command = f"cutbook approve {run_id} {question.step_id} --by NAME"
+    if question.kind == "failure":
+        command += " --decision retry|skip|rollback"
+    else:
+        command += " --approve|--reject"
+    if question.signed:
+        command += " --key FILE"
+    lines += ["", f"From a terminal: `{command} [--comment TEXT]`"]
+    return "\n".join(lines)

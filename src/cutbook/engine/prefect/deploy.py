@@ -37,7 +37,7 @@ from prefect.states import Cancelled, Scheduled
 from prefect.workers.process import ProcessWorker
 
 from cutbook.engine.prefect.flow import cutover
-from cutbook.engine.prefect.parameters import run_tags, to_parameters
+from cutbook.engine.prefect.parameters import is_rehearsal, run_tags, to_parameters
 from cutbook.engine.prefect.server import ui_url
 from cutbook.engine.session import RunSettings
 from cutbook.errors import EngineError, UsageError
@@ -132,7 +132,11 @@ async def schedule(
             parameters=dict(params),
             state=Scheduled(scheduled_time=at.astimezone(UTC)),
             name=f"{params['runbook_name']} {params['window_start']}",
-            tags=[TAG, "scheduled", *run_tags(rb.name, params["run_id"])],
+            tags=[
+                TAG,
+                "scheduled",
+                *run_tags(rb.name, params["run_id"], rehearsal=is_rehearsal(settings)),
+            ],
         )
     return _describe(flow_run)
 

@@ -33,6 +33,7 @@ from cutbook.engine.prefect.artifacts import artifact_key
 from cutbook.engine.prefect.bridge import PrefectBridge
 from cutbook.engine.prefect.parameters import (
     FlowParameters,
+    is_rehearsal,
     run_tags,
     sha256_of,
     to_parameters,
@@ -105,7 +106,9 @@ async def run_in_process(session: Session) -> None:
         flow=cutover,
         name=f"{params['runbook_name']} {params['window_start']}",
         parameters=dict(params),
-        tags=list(run_tags(rb.name, session.run_id, resumed=resumed)),
+        tags=list(
+            run_tags(rb.name, session.run_id, resumed=resumed, rehearsal=is_rehearsal(settings))
+        ),
     )
     reporter = Reporter(_api(), artifact_key(session.run_id), create=spec)
     await _mirrored(session, reporter, final=True)

@@ -54,6 +54,7 @@ SETTINGS_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]]
     "preflight": (bool, bool),
     "auto_approve": (bool, bool),
     "started_by": (str, str),
+    "executor": (str, str),
 }
 """How each setting becomes JSON and back; ``run_id`` is a parameter of its own."""
 
@@ -69,7 +70,8 @@ def to_parameters(
     return FlowParameters(
         runbook_name=rb.name,
         window_start=(rb.window_start + shift).isoformat(timespec="minutes")
-        + (" (resumed)" if resumed else ""),
+        + (" (resumed)" if resumed else "")
+        + (" REHEARSAL" if is_rehearsal(settings) else ""),
         runbook_path=str(loaded.path.resolve()),
         runbook_sha256=loaded.sha256,
         runbook_text=loaded.text,
@@ -121,5 +123,19 @@ def run_tag(run_id: str) -> str:
     return f"cutbook-run:{run_id}"
 
 
-def run_tags(runbook_name: str, run_id: str, *, resumed: bool = False) -> tuple[str, ...]:
-    return ("cutover", runbook_name, run_tag(run_id), *(("resumed",) if resumed else ()))
+def is_rehearsal(settings: RunSettings) -> bool:
+    """Not the night: a compressed clock or a dry run. Named and tagged so nobody confuses
+    a rehearsal's flow runs (and their pauses) with the real one's."""
+    return settings.clock != "real" or settings.dry_run
+
+
+def run_tags(
+    runbook_name: str, run_id: str, *, resumed: bool = False, rehearsal: bool = False
+) -> tuple[str, ...]:
+    return (
+        "cutover",
+        runbook_name,
+        run_tag(run_id),
+        *(("resumed",) if resumed else ()),
+        *(("rehearsal",) if rehearsal else ()),
+    )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from cutbook.errors import EngineError
+from cutbook.errors import EngineError, UsageError
 
 DEFAULT_PORT = 4200
 
@@ -73,6 +73,7 @@ def start_server(home: Path, port: int, *, wait: float = 90.0) -> subprocess.Pop
         start_new_session=True,
     )
     (home / "server.pid").write_text(str(proc.pid))
+    (home / "server.port").write_text(str(port))
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -102,10 +103,29 @@ def ensure_server(data_dir: Path) -> str:
     return url
 
 
-def use_running_server() -> str:
-    """Point this process at the server a run uses, without starting one (``approve``)."""
+def use_running_server(data_dir: Path | None = None) -> str:
+    """Point this process at the server a run uses, without starting one (``approve``).
+
+    The same rules as a run: ``PREFECT_API_URL``, else ``CUTBOOK_PREFECT_PORT``, else the
+    port the data directory's embedded server was started on, else 4200.
+    """
     configure_environment()
-    return os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{DEFAULT_PORT}/api")
+    given = os.environ.get("PREFECT_API_URL")
+    if given:
+        return given
+    port = os.environ.get("CUTBOOK_PREFECT_PORT")
+    if port is None and data_dir is not None:
+        try:
+            port = (data_dir / "prefect" / "server.port").read_text().strip() or None
+        except OSError:
+            port = None
+    try:
+        number = int(port or DEFAULT_PORT)
+    except ValueError:
+        raise UsageError(f"CUTBOOK_PREFECT_PORT={port!r} is not a port number") from None
+    url = f"http://127.0.0.1:{number}/api"
+    os.environ["PREFECT_API_URL"] = url
+    return url
 
 
 def ui_url(api_url: str, flow_run_id: object) -> str:
