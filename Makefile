@@ -46,12 +46,13 @@ browser:
 	fi
 
 unit: $(STAMP) browser
-	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
+	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q -n 2
 
 test: lint typecheck unit
 
+# make bench [RUNS=5] [QUICK=1]: every bench/bench_*.py, then docs/performance.md.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --runs $(or $(RUNS),3) $(if $(filter-out 0,$(QUICK)),--quick)
 
 # Re-resolve the lock from pyproject (needs the package index); commit the result.
 lock:

@@ -58,6 +58,7 @@ def unusual_settings(tmp_path: Path, loaded: LoadedRunbook) -> RunSettings:
         run_id="parity-night-1",
         started_by="ops-lead@bastion",
         executor="night-operator",
+        audit_store="postgresql+asyncpg://cutbook@audit-db.example:5432/audit",
     )
     defaults = RunSettings(data_dir=Path(".cutbook"))
     same = [

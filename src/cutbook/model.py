@@ -20,6 +20,7 @@ from cutbook.durations import Duration
 
 API_VERSION = "cutbook/v1"
 STEP_ID = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+POOL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 TimeText = Annotated[
@@ -305,6 +306,13 @@ class Runbook(_Strict):
     guard: GuardSpec = Field(
         default_factory=GuardSpec,
         description="The deadline guard: when the night will not fit, it asks go/no-go",
+    )
+    pool: str | None = Field(
+        None,
+        pattern=POOL_NAME,
+        description="The Prefect work pool whose workers run this runbook when it is "
+        "scheduled: the workers that reach its targets (`cutbook serve --pool NAME`). "
+        "`cutbook schedule --pool` overrides it; default `cutbook`",
     )
 
     @cached_property

@@ -1,11 +1,16 @@
 """Auditor commands under ``cutbook audit``: read-only over the journal, no Prefect.
 
 Exit codes: 0 when the thing asked for is fine (a chain that verifies), 1 when
-it is not (tampering, truncation), 2 for bad input (unknown run, bad option).
+it is not (tampering, truncation, divergence), 2 for bad input (unknown run, bad
+option). With ``--store`` (or ``CUTBOOK_AUDIT_STORE``) runs are read from the
+shared audit store instead of the journal directory; ``sync`` fills the store
+from this worker's journals.
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
 from datetime import date
@@ -36,6 +41,18 @@ JournalDir = Annotated[
         "--journal-dir",
         envvar="CUTBOOK_JOURNAL_DIR",
         help="Where journals live. [default: <data-dir>/journal]",
+        show_default=False,
+    ),
+]
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="CUTBOOK_AUDIT_STORE",
+        metavar="URL",
+        help="Read runs from the shared audit store at this SQLAlchemy URL "
+        "(postgresql+asyncpg://... or sqlite+aiosqlite:///...) instead of the journal directory.",
         show_default=False,
     ),
 ]
@@ -85,6 +102,16 @@ def register(app: typer.Typer) -> None:
     app.command(name="verify")(verify_command)
     app.command(name="report")(report_command)
     app.command(name="anchor")(anchor_command)
+    app.command(name="sync")(sync_command)
+
+
+def _relabel(text: str, temporary: Path, label: str, fmt: str = "text") -> str:
+    """Name a run read from the store by the store, not by its temporary file."""
+    if fmt == "html":
+        label = html.escape(label)
+    elif fmt == "json":
+        label = json.dumps(label)[1:-1]
+    return text.replace(str(temporary), label)
 
 
 def list_command(
@@ -92,21 +119,34 @@ def list_command(
     outcome: Annotated[Outcome | None, typer.Option(help="Only runs that ended so.")] = None,
     since: Annotated[str | None, typer.Option(help="Started on or after (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Started on or before (YYYY-MM-DD).")] = None,
+    store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """List journalled runs: id, runbook, start, outcome, and whether it was real,
-    a rehearsal or a dry run."""
+    a rehearsal or a dry run (from the shared audit store with --store)."""
     from cutbook.audit import format_listing, list_runs
 
-    runs = list_runs(
-        _dir(journal_dir, data_dir),
-        runbook=runbook,
-        outcome=outcome.value if outcome else None,
-        since=_date(since, "--since"),
-        until=_date(until, "--until"),
-    )
-    typer.echo(format_listing(runs))
+    first, last = _date(since, "--since"), _date(until, "--until")
+
+    def listing(folder: Path) -> str:
+        return format_listing(
+            list_runs(
+                folder,
+                runbook=runbook,
+                outcome=outcome.value if outcome else None,
+                since=first,
+                until=last,
+            )
+        )
+
+    if not store:
+        typer.echo(listing(_dir(journal_dir, data_dir)))
+        return
+    from cutbook.audit.store import materialised
+
+    with materialised(store, run_level_only=True) as got:
+        typer.echo(listing(got.journal_dir))
 
 
 def show_command(
@@ -114,6 +154,7 @@ def show_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Every record, not a summary.")
     ] = False,
+    store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -121,7 +162,15 @@ def show_command(
     attempts, approvals, rollbacks and the outcome."""
     from cutbook.audit import show
 
-    typer.echo(show(_dir(journal_dir, data_dir), run, verbose=verbose))
+    if not store:
+        typer.echo(show(_dir(journal_dir, data_dir), run, verbose=verbose))
+        return
+    from cutbook.audit.store import materialised
+
+    with materialised(store, [run]) as got:
+        run_id = got.run_ids[0]
+        text = show(got.journal_dir, run_id, verbose=verbose)
+        typer.echo(_relabel(text, got.path(run_id), got.label(run_id)))
 
 
 def verify_command(
@@ -134,6 +183,7 @@ def verify_command(
     runbook: Annotated[
         Path | None, typer.Option(help="Check the runbook file still has the recorded hash.")
     ] = None,
+    store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -145,13 +195,22 @@ def verify_command(
 
     Then re-checks every signed answer against the key its runbook lists for the
     approver (`signatures: N verified`, or each problem); a bad signature, one made
-    for another runbook, or an unsigned approval of a signed step also exits 1."""
+    for another runbook, or an unsigned approval of a signed step also exits 1.
+
+    With --store, runs are read from the shared audit store. A run the journal
+    directory here also holds is verified from its file and compared with the store
+    record by record: a different record exits 1 naming its seq; a store that is
+    only behind is a warning (cutbook audit sync sends the rest)."""
     from cutbook.audit import verify_all, verify_run, verify_signatures
 
     folder = _dir(journal_dir, data_dir)
     key = _key(key_file)
     if all_runs == (run is not None):
         raise UsageError("give a RUN or --all (not both)")
+    if store:
+        if _verify_from_store(store, folder, run, key=key, anchor=anchor, runbook=runbook):
+            raise typer.Exit(1)
+        return
     if all_runs:
         results = verify_all(folder, hmac_key=key)
     else:
@@ -174,12 +233,72 @@ def verify_command(
         raise typer.Exit(1)
 
 
+def _verify_from_store(
+    store: str,
+    local_dir: Path,
+    run: str | None,
+    *,
+    key: bytes | None,
+    anchor: str | None,
+    runbook: Path | None,
+) -> int:
+    """Verify runs read from the store, or this worker's file compared with the store when
+    it has one; print each verdict and return how many failed."""
+    from cutbook.audit import verify_signatures
+    from cutbook.audit.store import compare, materialised
+    from cutbook.journal import journal_files, resolve_run, verify
+
+    mine: list[Path] = []
+    if run is None:
+        mine = journal_files(local_dir)
+    else:
+        with contextlib.suppress(UsageError):
+            mine = [resolve_run(local_dir, run)]
+    bad = 0
+    runs = None if run is None else [run]
+    with materialised(store, runs, missing_ok=bool(mine)) as got:
+        compared = compare(local_dir, got)
+        unsent = [p for p in mine if p.stem not in got.stored]
+        for run_id in [*got.run_ids, *(p.stem for p in unsent)]:
+            local = compared.get(run_id)
+            from_store = run_id in got.stored and local is None
+            path = got.path(run_id) if from_store else local_dir / f"{run_id}.jsonl"
+            result = verify(path, hmac_key=key, anchor=anchor, runbook_path=runbook)
+            if from_store:
+                result.path = got.label(run_id)
+                if result.ok and not result.complete:
+                    result.warnings.append(
+                        "read from the audit store: a run still going, or one whose worker "
+                        "has not sent every record yet (cutbook audit sync there), looks "
+                        "unfinished here"
+                    )
+            typer.echo(f"{run_id}: {result.describe()}")
+            signatures = verify_signatures(path.parent, run_id)
+            first, *rest = signatures.lines()
+            typer.echo(f"{run_id}: {first}")
+            for line in rest:
+                typer.echo(line)
+            for line in local.lines(got.shown) if local is not None else ():
+                typer.echo(line)
+            if run_id not in got.stored:
+                typer.echo(
+                    f"{run_id}: warning: not in the audit store {got.shown} yet: "
+                    f"cutbook audit sync {run_id} --store '{got.shown}'"
+                )
+            passed = result.passed and signatures.passed and (local is None or local.passed)
+            bad += 0 if passed else 1
+        if not got.run_ids and not unsent:
+            typer.echo(f"no runs in the audit store {got.shown}")
+    return bad
+
+
 def report_command(
     run: RunArg,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="html, md or json.")] = Fmt.html,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
     key_file: KeyFile = None,
     anchor: Annotated[str | None, typer.Option(help="An anchor line to check against.")] = None,
+    store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -188,9 +307,18 @@ def report_command(
     rollbacks, and the result of verifying the chain. HTML is one self-contained page."""
     from cutbook.audit import report
 
-    text = report(
-        _dir(journal_dir, data_dir), run, fmt.value, hmac_key=_key(key_file), anchor=anchor
-    )
+    if not store:
+        text = report(
+            _dir(journal_dir, data_dir), run, fmt.value, hmac_key=_key(key_file), anchor=anchor
+        )
+        write_output(text, output)
+        return
+    from cutbook.audit.store import materialised
+
+    with materialised(store, [run]) as got:
+        run_id = got.run_ids[0]
+        text = report(got.journal_dir, run_id, fmt.value, hmac_key=_key(key_file), anchor=anchor)
+        text = _relabel(text, got.path(run_id), got.label(run_id), fmt.value)
     write_output(text, output)
 
 
@@ -198,6 +326,7 @@ def anchor_command(
     run: RunArg,
     key_file: KeyFile = None,
     fmt: Annotated[Fmt | None, typer.Option("--format", "-f", help="json for tools.")] = None,
+    store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -208,7 +337,13 @@ def anchor_command(
     from cutbook.audit import anchor
     from cutbook.journal import format_anchor
 
-    head = anchor(_dir(journal_dir, data_dir), run, _key(key_file))
+    if store:
+        from cutbook.audit.store import materialised
+
+        with materialised(store, [run]) as got:
+            head = anchor(got.journal_dir, got.run_ids[0], _key(key_file))
+    else:
+        head = anchor(_dir(journal_dir, data_dir), run, _key(key_file))
     typer.echo(json.dumps(head) if fmt is Fmt.json else format_anchor(head))
     if head.get("finished") is False:
         typer.echo(
@@ -216,3 +351,55 @@ def anchor_command(
             "run's head (live, crashed or cut); anchor again once it finishes",
             err=True,
         )
+
+
+def sync_command(
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Run ids or unique prefixes (or --all).", show_default=False),
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Every journal in the journal directory.")
+    ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="CUTBOOK_AUDIT_STORE",
+            metavar="URL",
+            help="The shared audit store to send to (a SQLAlchemy URL).",
+            show_default=False,
+        ),
+    ] = None,
+    journal_dir: JournalDir = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Send what this worker's journals hold and the shared audit store lacks (after the
+    store was down or unreachable), and report the counts per run.
+
+    Records already in the store are compared, never overwritten: a different record
+    for the same seq exits 1 naming the run and seq. Exit 2 without a store."""
+    from cutbook.audit.store import format_sync, sync
+    from cutbook.journal.store import show_url
+
+    if not store:
+        raise UsageError("give the audit store: --store URL, or set CUTBOOK_AUDIT_STORE")
+    if all_runs == bool(runs):
+        raise UsageError("give RUN... or --all (not both)")
+    folder = _dir(journal_dir, data_dir)
+    results = sync(store, folder, None if all_runs else runs)
+    shown = show_url(store)
+    for result in results:
+        for line in format_sync(result, shown):
+            typer.echo(line)
+    if not results:
+        typer.echo(f"no journals found in {folder}")
+    sent = sum(r.sent for r in results)
+    present = sum(r.present for r in results)
+    diverged = sum(len(r.diverged) for r in results)
+    typer.echo(
+        f"{sent} record(s) sent to {shown}, {present} already there"
+        + (f", {diverged} DIVERGED (not overwritten)" if diverged else "")
+    )
+    if diverged:
+        raise typer.Exit(1)

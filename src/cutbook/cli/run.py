@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from cutbook.engine.state import Choice
 
 
+AuditStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--audit-store",
+        metavar="URL",
+        help="Also copy every journal record to this shared audit store (a SQLAlchemy URL, "
+        "postgresql+asyncpg://... or sqlite+aiosqlite:///...), after it is on disk here; "
+        "default: CUTBOOK_AUDIT_STORE. A store that is down never stops the run.",
+        show_default=False,
+    ),
+]
+
+
 class ClockKind(StrEnum):
     real = "real"
     virtual = "virtual"
@@ -80,6 +93,7 @@ def run(
             "executor_may_approve: false refuses this person's answers.",
         ),
     ] = None,
+    audit_store: AuditStoreOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run a runbook as a Prefect flow: on time, with retries, gates, rollback and
@@ -112,6 +126,7 @@ def run(
         dry_run=dry_run,
         auto_approve=auto_approve,
         run_id=run_id,
+        audit_store=audit_store,
     )
     if executor:
         settings = replace(settings, executor=executor)
@@ -155,6 +170,7 @@ def resume(
             "(newest first), then run its always steps.",
         ),
     ] = False,
+    audit_store: AuditStoreOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Continue a run that stopped without finishing (Ctrl-C, SIGTERM, kill -9, power
@@ -169,7 +185,9 @@ def resume(
     from cutbook.cli.view import terminal_observers
     from cutbook.engine.launch import RunSettings, resume
 
-    settings = RunSettings(data_dir=paths.data_dir(data_dir), auto_approve=auto_approve)
+    settings = RunSettings(
+        data_dir=paths.data_dir(data_dir), auto_approve=auto_approve, audit_store=audit_store
+    )
     launched = resume(run_id, settings, observers=terminal_observers(), rollback=rollback)
     summary(launched)
     if launched.exit_code:

@@ -4,6 +4,7 @@ the engine's launch API does the work, so nobody keeps a terminal open until the
 from __future__ import annotations
 
 import json
+import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,17 @@ if TYPE_CHECKING:
 DEFAULT_POOL = "cutbook"  # the same as engine.prefect.deploy.DEFAULT_POOL, without Prefect
 
 PoolOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--pool",
         help="The Prefect work pool the run goes to (a team's own `prefect worker start "
-        "--pool NAME` runs it too).",
+        "--pool NAME` runs it too). [default: the runbook's pool:, else cutbook]",
+        show_default=False,
     ),
+]
+ServePoolOption = Annotated[
+    str,
+    typer.Option("--pool", help="The Prefect work pool whose scheduled cutovers this runs."),
 ]
 
 
@@ -51,11 +57,12 @@ def schedule(
         ),
     ],
     variables: VarOption = None,
-    pool: PoolOption = DEFAULT_POOL,
+    pool: PoolOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Schedule a real-clock run for later: validated now, frozen (text, data files and
-    variables by sha256), run by `cutbook serve` or a Prefect worker on the pool.
+    variables by sha256), run by `cutbook serve` or a Prefect worker on the pool: `--pool`,
+    else the runbook's `pool:`, else `cutbook`.
 
     Secrets are not frozen: they are read when the run starts, from the worker's
     environment or Prefect Secret blocks. If the runbook or a data file changes before
@@ -70,6 +77,7 @@ def schedule(
     if when is None:
         raise UsageError("--at is required")
     settings = RunSettings(data_dir=paths.data_dir(data_dir))
+    pool = pool if pool is not None else (loaded.runbook.pool or DEFAULT_POOL)
     made = create(loaded, settings, when, pool=pool)
     left = (when - datetime.now(UTC)).total_seconds()
     out.print(
@@ -137,20 +145,27 @@ def unschedule(
     )
 
 
-def serve(pool: PoolOption = DEFAULT_POOL, data_dir: DataDirOption = None) -> None:
+def serve(pool: ServePoolOption = DEFAULT_POOL, data_dir: DataDirOption = None) -> None:
     """Run scheduled cutovers on this machine: a Prefect process worker on the pool.
 
     Keep it running (systemd, tmux) on the machine the night should run from; its
     environment provides the secrets. Each run starts as its own process a minute
-    early and waits for its window. Stop it with Ctrl-C between nights.
+    early, waits for its window and journals into this worker's data directory.
+    Stop it with Ctrl-C between nights.
     """
     from cutbook.engine.launch import serve as work
 
-    err.print(f"serving scheduled cutovers from work pool {pool!r}; Ctrl-C stops", markup=False)
+    # The runs this worker starts inherit it: their journals stay on this machine.
+    folder = paths.data_dir(data_dir).resolve()
+    os.environ["CUTBOOK_DATA_DIR"] = str(folder)
+    err.print(
+        f"serving scheduled cutovers from work pool {pool!r} (journals in {folder}); Ctrl-C stops",
+        markup=False,
+    )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # systemd's stop: like Ctrl-C
     try:
         work(
-            paths.data_dir(data_dir),
+            folder,
             pool=pool,
             say=lambda *a, **_: err.print(" ".join(str(x) for x in a), markup=False),
         )

@@ -33,10 +33,11 @@ from cutbook.engine.runner import Runner
 from cutbook.engine.secrets import SecretStore, resolve_secrets
 from cutbook.engine.signals import StopSignals
 from cutbook.engine.state import Bridge, Halt, Outcome, RunOptions
-from cutbook.errors import JournalWriteError, LeaseHeld, RunbookError, UsageError
+from cutbook.errors import JournalError, JournalWriteError, LeaseHeld, RunbookError, UsageError
 from cutbook.journal import Journal, read_records, resolve_run
 from cutbook.journal.events import Event
 from cutbook.journal.lease import Lease, estate_lock, holder, run_lock
+from cutbook.journal.writer import LineMirror
 from cutbook.planning import Plan
 from cutbook.planning import plan as make_plan
 from cutbook.redact import Redactor
@@ -62,6 +63,10 @@ class RunSettings:
     executor: str = field(default_factory=getpass.getuser)
     """Who runs the night (``--as NAME``): a gate with ``executor_may_approve: false``
     refuses their answers."""
+    audit_store: str | None = None
+    """The shared audit store's URL (``--audit-store``; none: ``CUTBOOK_AUDIT_STORE``):
+    every journal line is copied there after its fsync. Not journalled, and flow
+    parameters carry it without its password."""
 
     @property
     def journal_dir(self) -> Path:
@@ -196,12 +201,19 @@ class Session:
         if not self.settings.preflight:  # reads only: it may check an estate a run holds
             self._take_estate_lease(rendered)
         key = os.environ.get("CUTBOOK_JOURNAL_KEY")
-        self.journal = Journal.create(
-            self.settings.journal_dir,
-            self.run_id,
-            hmac_key=key.encode() if key else None,
-            redactor=self.redactor,
-        )
+        mirror = self._audit_mirror()
+        try:
+            self.journal = Journal.create(
+                self.settings.journal_dir,
+                self.run_id,
+                hmac_key=key.encode() if key else None,
+                redactor=self.redactor,
+                mirror=mirror,
+            )
+        except JournalError:
+            if mirror is not None:
+                mirror.close(0)
+            raise
         if self.recovered is None:
             self._record_started()
         if rb.notify and not self.settings.preflight:
@@ -210,6 +222,19 @@ class Session:
             self.observers.append(self.notifier)
         for observer in self.observers:
             observer.run_prepared(self.run_id)
+
+    def _audit_mirror(self) -> LineMirror | None:
+        """The shared audit store's mirror, when a store is configured; its password is
+        scrubbed from everything the run writes or logs."""
+        from cutbook.journal.store import StoreMirror, password_of, resolve_url
+
+        url = resolve_url(self.settings.audit_store)
+        if not url:
+            return None
+        password = password_of(url)
+        if password:
+            self.redactor.add(password)
+        return StoreMirror(url)
 
     def _take_run_lease(self) -> None:
         """One process per run; a fresh run never takes over another run's id."""

@@ -6,6 +6,10 @@ acts after its intent is on disk. Any OS failure raises
 :class:`~cutbook.errors.JournalWriteError`: the run stops rather than carry on
 unrecorded. Everything appended passes through the :class:`Redactor` first,
 and must be an event with fields declared in :mod:`cutbook.journal.events`.
+
+A :class:`LineMirror` (the shared audit store's, :mod:`cutbook.journal.store`)
+is handed each line only after its fsync: the file is the truth, and the
+mirror's hand-off is an in-memory append that never waits on a database.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cutbook.errors import ChainBroken, JournalError, JournalWriteError
 from cutbook.journal._disk import fsync_dir
@@ -50,6 +54,21 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class LineMirror(Protocol):
+    """Where written lines are copied to (the shared audit store): never on the run's path.
+
+    ``offer`` must return at once and never raise; ``close`` may wait, bounded.
+    """
+
+    def offer(
+        self, run_id: str, path: Path, seq: int, digest: str, event: str, line: bytes
+    ) -> None: ...
+
+    def backfill(self, run_id: str, path: Path, lines: int) -> None: ...
+
+    def close(self, timeout: float | None = None) -> int: ...
+
+
 class Journal:
     """An open journal for one run: append-only, fsync'd, hash-chained.
 
@@ -69,8 +88,11 @@ class Journal:
         redactor: Redactor | None,
         now: Callable[[], datetime] | None,
         fsync: bool,
+        mirror: LineMirror | None = None,
     ) -> None:
         self.path = path
+        self.mirror = mirror
+        """Copies each line elsewhere after its fsync; closed with the journal."""
         self.run_id = run_id
         self.redactor = redactor if redactor is not None else Redactor()
         self._fd: int | None = fd
@@ -93,6 +115,7 @@ class Journal:
         redactor: Redactor | None = None,
         now: Callable[[], datetime] | None = None,
         fsync: bool = True,
+        mirror: LineMirror | None = None,
     ) -> Journal:
         """Start ``<directory>/<run_id>.jsonl``, or continue it if it exists."""
         if not _RUN_ID.match(run_id) or run_id == INDEX_NAME.removesuffix(".jsonl"):
@@ -101,7 +124,9 @@ class Journal:
         path = directory / f"{run_id}.jsonl"
         try:
             if path.exists() and path.stat().st_size > 0:
-                return cls.open(path, hmac_key=hmac_key, redactor=redactor, now=now, fsync=fsync)
+                return cls.open(
+                    path, hmac_key=hmac_key, redactor=redactor, now=now, fsync=fsync, mirror=mirror
+                )
             made_dir = not directory.is_dir()
             directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -121,6 +146,7 @@ class Journal:
             redactor=redactor,
             now=now,
             fsync=fsync,
+            mirror=mirror,
         )
 
     @classmethod
@@ -132,6 +158,7 @@ class Journal:
         redactor: Redactor | None = None,
         now: Callable[[], datetime] | None = None,
         fsync: bool = True,
+        mirror: LineMirror | None = None,
     ) -> Journal:
         """Continue an existing chain (resume after a crash or a pause).
 
@@ -189,7 +216,10 @@ class Journal:
             redactor=redactor,
             now=now,
             fsync=fsync,
+            mirror=mirror,
         )
+        if mirror is not None:  # the earlier process may have died before the store had them
+            mirror.backfill(run_id, path, seq)
         if fragment:
             journal.append(
                 Event.JOURNAL_REPAIRED,
@@ -255,6 +285,8 @@ class Journal:
                     f"(record {self._seq}, {name}); stopping rather than acting unrecorded"
                 ) from exc
             record = Record(self._seq, ts, self.run_id, name, self._prev, digest, clean)
+            if self.mirror is not None:  # durable now; under the lock, so offered in seq order
+                self.mirror.offer(self.run_id, self.path, self._seq, digest, name, line)
             self._seq += 1
             self._prev = digest
         if name in INDEXED:
@@ -274,14 +306,22 @@ class Journal:
             return make_anchor(self.run_id, self._seq - 1, self._prev, self._hmac_key)
 
     def close(self) -> None:
-        """Release the fd; appending afterwards raises rather than write nowhere."""
+        """Release the fd; appending afterwards raises rather than write nowhere.
+
+        Then the mirror gets its bounded wait for the store to hold every line
+        (outside the lock: nothing can append any more).
+        """
         with self._lock:
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                try:
-                    os.close(fd)
-                except OSError as exc:
-                    raise JournalWriteError(f"closing journal {self.path}: {exc}") from exc
+            fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.close(fd)
+        except OSError as exc:
+            raise JournalWriteError(f"closing journal {self.path}: {exc}") from exc
+        finally:
+            if self.mirror is not None:
+                self.mirror.close()
 
     def __enter__(self) -> Journal:
         return self

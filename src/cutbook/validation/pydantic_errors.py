@@ -89,6 +89,13 @@ def _explain(
                 f"runbook name {e['input']!r} must be lowercase letters, digits and dashes",
                 False,
             )
+        if loc == ("pool",) and not base:
+            return (
+                path,
+                f"work pool {e['input']!r} must be letters, digits, dots, dashes and "
+                "underscores, starting with a letter or digit (at most 100)",
+                False,
+            )
         if loc[:1] == ("secrets",) and not base:
             return (
                 path,

@@ -8,6 +8,11 @@ runs the same deployments with nothing cutbook-specific. The worker picks a
 run up :data:`PREFETCH_S` early, so its process is up before the moment;
 Prefect holds the flow in Pending until the scheduled time and the engine's
 window boundary holds every step until exactly then.
+
+The data directory is not frozen: a scheduled run journals into the data
+directory of the worker that runs it (``CUTBOOK_DATA_DIR`` in its environment,
+which ``cutbook serve`` sets), not the scheduling laptop's path, so each worker
+near its targets keeps the journals of the nights it ran (docs/deploying.md).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Cancelled, Scheduled
 from prefect.workers.process import ProcessWorker
 
@@ -117,6 +122,7 @@ async def schedule(
     rb = loaded.runbook
     root = project_dir()
     params = to_parameters(loaded, settings)
+    params["settings"].pop("data_dir", None)  # the worker's, not this machine's
     async with get_client() as client:
         await _ensure_pool(client, pool)
         flow_id = await client.create_flow_from_name(cutover.name)
@@ -146,9 +152,11 @@ async def _ensure_pool(client: Any, pool: str) -> None:
         await client.read_work_pool(pool)
     except ObjectNotFound:
         template = ProcessWorker.get_default_base_job_template()
-        await client.create_work_pool(
-            WorkPoolCreate(name=pool, type="process", base_job_template=template)
-        )
+        # Another schedule or a worker may create it at the same moment: theirs is as good.
+        with contextlib.suppress(ObjectAlreadyExists):
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=template)
+            )
 
 
 async def upcoming() -> list[ScheduledCutover]:

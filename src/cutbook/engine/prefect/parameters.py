@@ -45,6 +45,20 @@ def _start_in(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value)) if value else None
 
 
+def _store_out(value: str | None) -> str | None:
+    """The audit store without its password: Prefect shows parameters to anyone with the UI;
+    the worker's ``CUTBOOK_AUDIT_STORE`` (or the driver's own sources) supplies it."""
+    if not value:
+        return None
+    from cutbook.journal.store import without_password
+
+    return without_password(value)
+
+
+def _store_in(value: Any) -> str | None:
+    return str(value) if value else None
+
+
 SETTINGS_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "data_dir": (str, Path),
     "clock": (str, str),
@@ -55,6 +69,7 @@ SETTINGS_CODECS: Mapping[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]]
     "auto_approve": (bool, bool),
     "started_by": (str, str),
     "executor": (str, str),
+    "audit_store": (_store_out, _store_in),
 }
 """How each setting becomes JSON and back; ``run_id`` is a parameter of its own."""
 

@@ -6,6 +6,11 @@ under ``<data-dir>/prefect``, detached, so the UI shows the run during and
 after it. Prefect's temporary per-process server is never used: it is slow,
 vanishes with the process and was seen to drop task-run records.
 
+A team's server is started the same way against its own database
+(``start_server(..., database_url="postgresql+asyncpg://...")``, see
+docs/deploying.md): SQLite stalls the server for tens of seconds after a burst
+of task runs, PostgreSQL does not.
+
 Must be called before Prefect is imported, because Prefect reads these
 settings from the environment at import time.
 """
@@ -41,15 +46,20 @@ def configure_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
 
 
-def server_env(home: Path, port: int) -> dict[str, str]:
+def server_env(home: Path, port: int, database_url: str | None = None) -> dict[str, str]:
+    """The server's environment: SQLite under ``home``, or ``database_url`` (a team's
+    PostgreSQL, ``postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB``)."""
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
+    database = database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}"
     env.update(
         {
             "PREFECT_HOME": str(home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            # Both names of the setting: an inherited newer name would win over the older.
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
@@ -58,15 +68,21 @@ def server_env(home: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_server(home: Path, port: int, *, wait: float = 90.0) -> subprocess.Popen[bytes]:
-    """Start ``prefect server start`` detached; return once /api/health answers."""
+def start_server(
+    home: Path, port: int, *, wait: float = 90.0, database_url: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``prefect server start`` detached; return once /api/health answers.
+
+    ``database_url``: keep the server's records there instead of SQLite under ``home``
+    (its tables are created on first start, so allow for the migration in ``wait``).
+    """
     home.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
     cmd = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     logfile = (home / "server.log").open("ab")
     proc = subprocess.Popen(
         cmd,
-        env=server_env(home, port),
+        env=server_env(home, port, database_url),
         stdout=logfile,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -84,7 +100,7 @@ def start_server(home: Path, port: int, *, wait: float = 90.0) -> subprocess.Pop
             return proc
         time.sleep(0.3)
     proc.terminate()
-    raise EngineError(f"the embedded Prefect server did not answer within {wait:.0f}s")
+    raise EngineError(f"the Prefect server did not answer within {wait:.0f}s; see {home}")
 
 
 def ensure_server(data_dir: Path) -> str:
