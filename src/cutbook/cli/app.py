@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from cutbook import __version__
-from cutbook.cli import audit, demo, keys, preflight, run, runbook, schedule
+from cutbook.cli import audit, demo, keys, preflight, run, runbook, schedule, server
 from cutbook.cli.console import err, out
 from cutbook.errors import CutbookError
 
@@ -43,6 +43,11 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
+server_app = typer.Typer(
+    help="The embedded Prefect server of a data directory: start, status, stop.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
 runbook.register(app)
 preflight.register(app)
 run.register(app)
@@ -50,6 +55,7 @@ schedule.register(app)
 demo.register(app)
 audit.register(audit_app)
 keys.register(keys_app)
+server.register(server_app)
 
 
 def _version(value: bool) -> None:

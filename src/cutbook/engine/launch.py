@@ -21,7 +21,16 @@ import httpx
 
 from cutbook.engine.observe import RunObserver
 from cutbook.engine.prefect.secrets import PrefectSecrets
-from cutbook.engine.prefect.server import ensure_server, use_running_server
+from cutbook.engine.prefect.server import (
+    ServerStatus,
+    StopResult,
+    default_port,
+    ensure_server,
+    server_status,
+    start_embedded,
+    stop_embedded,
+    use_running_server,
+)
 from cutbook.engine.preflight import Preflight, StepCheck
 from cutbook.engine.session import RunSettings, Session, new_run_id
 from cutbook.engine.signals import EXIT_CODES
@@ -39,7 +48,9 @@ __all__ = [
     "Launched",
     "RunObserver",
     "RunSettings",
+    "ServerStatus",
     "StepCheck",
+    "StopResult",
     "answer_gate",
     "launch",
     "preflight",
@@ -47,6 +58,9 @@ __all__ = [
     "schedule",
     "schedules",
     "serve",
+    "server_state",
+    "start_local_server",
+    "stop_local_server",
     "unschedule",
 ]
 
@@ -263,6 +277,22 @@ def serve(data_dir: Path, *, pool: str, say: Callable[[str], None]) -> None:
     from cutbook.engine.prefect.deploy import serve as work
 
     asyncio.run(work(pool, say))
+
+
+def start_local_server(data_dir: Path, port: int | None = None) -> tuple[ServerStatus, bool]:
+    """Start the data directory's embedded Prefect server, detached, unless it runs;
+    ``(status, started)``. ``port``: else ``CUTBOOK_PREFECT_PORT``, else 4200."""
+    return start_embedded(data_dir, port if port is not None else default_port())
+
+
+def server_state(data_dir: Path) -> ServerStatus:
+    """Whether the data directory's embedded Prefect server runs, where, with which files."""
+    return server_status(data_dir)
+
+
+def stop_local_server(data_dir: Path) -> tuple[ServerStatus, StopResult]:
+    """Stop the data directory's embedded Prefect server (never any other process)."""
+    return stop_embedded(data_dir)
 
 
 def _ask_prefect(call: Coroutine[Any, Any, T]) -> T:

@@ -18,10 +18,13 @@ settings from the environment at import time.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -103,6 +106,163 @@ def start_server(
     raise EngineError(f"the Prefect server did not answer within {wait:.0f}s; see {home}")
 
 
+def default_port() -> int:
+    """``CUTBOOK_PREFECT_PORT``, else 4200."""
+    value = os.environ.get("CUTBOOK_PREFECT_PORT") or str(DEFAULT_PORT)
+    try:
+        port = int(value)
+    except ValueError:
+        raise UsageError(f"CUTBOOK_PREFECT_PORT={value!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise UsageError(f"port {port} is out of range (1-65535)")
+    return port
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """The embedded server of one data directory, as its pid and port files tell."""
+
+    home: Path
+    pid: int | None
+    """From ``server.pid``; ``None`` when there is no (readable) pid file."""
+    port: int | None
+    running: bool
+    """The pid is alive and is a ``prefect server`` process."""
+    healthy: bool
+    """Its /api/health answers."""
+
+    @property
+    def url(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}/api" if self.port is not None else None
+
+    @property
+    def ui(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}" if self.port is not None else None
+
+    @property
+    def database(self) -> Path:
+        return self.home / "prefect.db"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def stale(self) -> bool:
+        """A pid file names a process that is gone or is not our server."""
+        return self.pid is not None and not self.running
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _is_prefect_server(pid: int) -> bool:
+    """Alive, and its command line is ``... prefect ... server ...``: never kill anything else."""
+    if pid <= 1 or pid == os.getpid() or not _alive(pid):
+        return False
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    words = raw.decode(errors="replace").split("\0")
+    return any("prefect" in w for w in words) and "server" in words
+
+
+def server_status(data_dir: Path) -> ServerStatus:
+    """Whether the embedded server started for ``data_dir`` runs, and where."""
+    home = (data_dir / "prefect").resolve()
+    pid = _read_int(home / "server.pid")
+    port = _read_int(home / "server.port")
+    running = pid is not None and _is_prefect_server(pid)
+    healthy = running and port is not None and _healthy(f"http://127.0.0.1:{port}/api")
+    return ServerStatus(home, pid, port, running, healthy)
+
+
+def start_embedded(data_dir: Path, port: int) -> tuple[ServerStatus, bool]:
+    """Start the data directory's server detached unless it runs; ``(status, started)``."""
+    status = server_status(data_dir)
+    if status.running:
+        return status, False
+    if _healthy(f"http://127.0.0.1:{port}/api"):
+        raise UsageError(
+            f"port {port} already answers as a Prefect server not started for {data_dir}; "
+            "choose another with --port"
+        )
+    start_server(status.home, port)
+    return server_status(data_dir), True
+
+
+StopResult = Literal["stopped", "killed", "not-running", "stale"]
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some process of the group is alive (zombies, waiting for a parent to reap, are not)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
+def stop_embedded(data_dir: Path, *, wait: float = 15.0) -> tuple[ServerStatus, StopResult]:
+    """Stop the server started for ``data_dir``: SIGTERM its process group, SIGKILL after
+    ``wait`` seconds; remove the pid file. A pid file naming anything else is only removed."""
+    status = server_status(data_dir)
+    pidfile = status.home / "server.pid"
+    if status.pid is None:
+        pidfile.unlink(missing_ok=True)
+        return status, "not-running"
+    if not status.running:
+        pidfile.unlink(missing_ok=True)
+        return status, "stale"
+    pid = status.pid
+    # start_server makes the server a session (and group) leader; else signal it alone.
+    group = os.getpgid(pid) == pid
+
+    def send(sig: signal.Signals) -> None:
+        try:
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def gone() -> bool:
+        return not (_group_alive(pid) if group else _alive(pid))
+
+    send(signal.SIGTERM)
+    result: StopResult = "stopped"
+    deadline = time.monotonic() + wait
+    while not gone():
+        if time.monotonic() >= deadline:
+            send(signal.SIGKILL)
+            result = "killed"
+            time.sleep(0.5)
+            break
+        time.sleep(0.2)
+    pidfile.unlink(missing_ok=True)
+    return status, result
+
+
 def ensure_server(data_dir: Path) -> str:
     """Point this process at a Prefect API and return its URL."""
     configure_environment()
@@ -111,7 +271,13 @@ def ensure_server(data_dir: Path) -> str:
         if not _healthy(given, timeout=5.0):
             raise EngineError(f"PREFECT_API_URL={given} does not answer /health")
         return given
-    port = int(os.environ.get("CUTBOOK_PREFECT_PORT", DEFAULT_PORT))
+    if not os.environ.get("CUTBOOK_PREFECT_PORT"):
+        # `cutbook server start --port N` for this data directory: use that one.
+        own = server_status(data_dir)
+        if own.healthy and own.url is not None:
+            os.environ["PREFECT_API_URL"] = own.url
+            return own.url
+    port = default_port()
     url = f"http://127.0.0.1:{port}/api"
     if not _healthy(url):
         start_server((data_dir / "prefect").resolve(), port)
