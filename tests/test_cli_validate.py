@@ -250,3 +250,21 @@ def test_the_probe_would_notice_prefect() -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
     assert json.loads(done.stderr) == ["prefect"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [("cutbook au", "audit"), ("cutbook audit ve", "verify"), ("cutbook server st", "start")],
+)
+def test_shell_completion_completes_commands(words: str, expected: str) -> None:
+    """Completion is on: bash asks the console script itself, as the installed hook does."""
+    assert CUTBOOK is not None
+    env = {**os.environ, "_CUTBOOK_COMPLETE": "complete_bash", "COMP_WORDS": words}
+    env["COMP_CWORD"] = str(len(words.split()) - 1)
+    done = subprocess.run(
+        [CUTBOOK], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout.split(), done.stdout
+    script = run("--show-completion", "bash")
+    assert "_cutbook_completion" in script.stdout
