@@ -266,5 +266,3 @@ def test_shell_completion_completes_commands(words: str, expected: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout.split(), done.stdout
-    script = run("--show-completion", "bash")
-    assert "_cutbook_completion" in script.stdout
