@@ -168,7 +168,7 @@ class Gates:
                 yes.append(answer)
             self._record(q, answer, accepted=True, quorum=len(yes))
             if not answer.approved or q.kind != "gate" or len(yes) >= q.quorum:
-                if len(yes) > 1:
+                if answer.approved and len(yes) > 1:
                     names = ", ".join(a.by for a in yes)
                     return replace(answer, by=names, comment=f"quorum of {len(yes)}: {names}")
                 return answer
