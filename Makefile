@@ -46,7 +46,7 @@ browser:
 	fi
 
 unit: $(STAMP) browser
-	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q -n 2
+	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
 test: lint typecheck unit
 
