@@ -130,7 +130,7 @@ class Gates:
             runbook_sha256=q.runbook_sha256,
             forecast=q.forecast,
         )
-        if (run.opts.dry_run or run.opts.auto_approve) and q.kind != "guard":
+        if run.opts.dry_run or run.opts.auto_approve:
             return self._automatic(q)
         now = run.clock.now()
         deadline = now + timedelta(seconds=q.timeout_s)
@@ -158,7 +158,7 @@ class Gates:
             run.publish()
             answer = await run.bridge.ask(asked) if left > 0 else _timed_out(q)
             if answer.by == "timeout":
-                self._record(q, answer, accepted=False, quorum=len(yes))
+                self.record(q, answer, accepted=False, quorum=len(yes))
                 return answer
             why = refusal(run, asked, answer, forbidden, yes)
             if why is not None:
@@ -166,7 +166,7 @@ class Gates:
                 continue
             if answer.approved and q.kind == "gate":
                 yes.append(answer)
-            self._record(q, answer, accepted=True, quorum=len(yes))
+            self.record(q, answer, accepted=True, quorum=len(yes))
             if not answer.approved or q.kind != "gate" or len(yes) >= q.quorum:
                 if answer.approved and len(yes) > 1:
                     names = ", ".join(a.by for a in yes)
@@ -187,7 +187,7 @@ class Gates:
         log.warning(text + "; asking again", step=q.step_id)
         run.publish()
 
-    def _record(self, q: Question, answer: Answer, *, accepted: bool, quorum: int) -> None:
+    def record(self, q: Question, answer: Answer, *, accepted: bool, quorum: int) -> None:
         decision = answer.decision or ("approve" if answer.approved else "reject")
         fingerprint = None
         if answer.signature:
@@ -223,24 +223,28 @@ class Gates:
         return f"forecast finish {fc.finish.astimezone(zone):%H:%M}, {slack}"
 
     def _automatic(self, q: Question) -> Answer:
+        """Dry runs and --auto-approve answer for people, except the deadline guard's
+        question: a rehearsal takes its default, no-go."""
         opts = self.run.opts
         why = "dry run" if opts.dry_run else "--auto-approve"
-        answer = Answer(
-            by=opts.started_by,
-            approved=True,
-            comment=f"auto-approved ({why})",
-            decision="rollback" if q.kind == "failure" else None,
-            runbook_sha256=q.runbook_sha256,
-        )
+        if q.kind == "guard":
+            answer = Answer(by="default", approved=False, comment=f"no-go by default ({why})")
+        else:
+            answer = Answer(
+                by=opts.started_by,
+                approved=True,
+                comment=f"auto-approved ({why})",
+                decision="rollback" if q.kind == "failure" else None,
+            )
         self.run.journal.append(
             Event.GATE_ANSWERED,
             step=q.step_id,
             by=answer.by,
-            approved=True,
+            approved=answer.approved,
             comment=answer.comment,
             auto=True,
             kind=q.kind,
-            decision=answer.decision or "approve",
+            decision=answer.decision or ("approve" if answer.approved else "reject"),
             runbook_sha256=q.runbook_sha256,
         )
         log.info(f"{q.kind} answered automatically ({why})", step=q.step_id)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, tzinfo
 
 import structlog
 
+from cutbook.clock import sleep_until
 from cutbook.durations import format_duration
 from cutbook.engine.gates import Gates
 from cutbook.engine.state import Answer, GuardAlarm, Question, RunState
@@ -235,16 +236,10 @@ class Guard:
         run.publish()
 
     async def _answer(self, question: Question, deadline: datetime) -> Answer:
-        """A person's answer, or no-go at the deadline; --auto-approve takes the default."""
+        """A person's answer, or no-go at the deadline (--auto-approve takes the default)."""
         run = self.run
-        if run.opts.dry_run or run.opts.auto_approve:
-            why = "dry run" if run.opts.dry_run else "--auto-approve"
-            self._requested(question)
-            answer = Answer(by="default", approved=False, comment=f"no-go by default ({why})")
-            self._answered(question, answer, auto=True)
-            return answer
         asking = asyncio.ensure_future(self.gates.ask(question))
-        timer = asyncio.ensure_future(_sleep_until(run, deadline))
+        timer = asyncio.ensure_future(sleep_until(run.clock, deadline))
         try:
             await asyncio.wait({asking, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -259,36 +254,8 @@ class Guard:
             approved=False,
             comment=f"no answer by {_hm(deadline, run.rb.zone)}",
         )
-        self._answered(question, answer, auto=False)
+        self.gates.record(question, answer, accepted=False, quorum=0)
         return answer
-
-    def _requested(self, q: Question) -> None:
-        self.run.journal.append(
-            Event.GATE_REQUESTED,
-            step=q.step_id,
-            kind=q.kind,
-            title=q.title,
-            approvers=list(q.approvers),
-            timeout_s=q.timeout_s,
-        )
-
-    def _answered(self, q: Question, answer: Answer, *, auto: bool) -> None:
-        self.run.journal.append(
-            Event.GATE_ANSWERED,
-            step=q.step_id,
-            by=answer.by,
-            approved=answer.approved,
-            comment=answer.comment,
-            auto=auto,
-            kind=q.kind,
-        )
-
-
-async def _sleep_until(run: RunState, when: datetime) -> None:
-    left = (when - run.clock.now()).total_seconds()
-    while left > 0:
-        await run.clock.sleep(left)
-        left = (when - run.clock.now()).total_seconds()
 
 
 def _status(status: str) -> str:
