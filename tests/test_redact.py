@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
 
 from cutbook import logs
+from cutbook.errors import UsageError
 from cutbook.redact import PLACEHOLDER, Redactor
 
 CANARY = "c4nary-Secret-0420"
@@ -214,8 +217,34 @@ def test_configure_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(ours) == 2
     logs.get_logger().debug("once")
     assert capsys.readouterr().err.count("once") == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="CUTBOOK_LOG_LEVEL"):
         logs.configure(redactor=Redactor(), level="loud")
+
+
+@pytest.mark.usefixtures("clean_logging")
+def test_log_lines_are_stamped_in_the_runbooks_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People compare log lines with the plan's times: both in the runbook's zone."""
+    log_file = tmp_path / "l.jsonl"
+    logs.configure(redactor=Redactor(), json_file=log_file, zone=ZoneInfo("Asia/Ho_Chi_Minh"))
+    logs.get_logger().info("intake stopped")
+    assert re.search(
+        r"T\d\d:\d\d:\d\d\.\d{3}\+07:00 \[info\] intake stopped", capsys.readouterr().err
+    )
+    stamped = json.loads(log_file.read_text().splitlines()[-1])["timestamp"]
+    assert stamped.endswith("+07:00")
+    # The level comes from the environment when not given; a bad one says where it came from.
+    monkeypatch.setenv("CUTBOOK_LOG_LEVEL", "warning")
+    logs.configure(redactor=Redactor())
+    logs.get_logger().info("quiet")
+    logs.get_logger().warning("loud")
+    err = capsys.readouterr().err
+    assert (
+        "loud" in err
+        and "quiet" not in err
+        and re.search(r"\d\dZ \[warning\]|\+00:00 \[warning\]", err)
+    )
 
 
 def test_template_references_are_names_not_credentials() -> None:

@@ -22,18 +22,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from cutbook.errors import UsageError
 from cutbook.redact import Redactor
 
 LOGGER_NAME = "cutbook"
 _EXTRA_KEY = "cutbook_event"
+EVENT_ATTR = _EXTRA_KEY
+"""The LogRecord attribute holding the scrubbed structlog event dict, for handlers
+that render it their own way (the Prefect log shipper)."""
 _HANDLER_MARK = "_cutbook_handler"
 
 _state: dict[str, Any] = {"redactor": None, "factory_installed": False}
@@ -156,6 +162,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(event, ensure_ascii=False, default=str)
 
 
+def _stamper(zone: tzinfo | None) -> Processor:
+    """ISO time with its offset (``2025-03-14T23:00:05.123+07:00``), in ``zone``."""
+    where = zone or UTC
+
+    def processor(
+        _logger: WrappedLogger, _method: str, event_dict: EventDict
+    ) -> MutableMapping[str, Any]:
+        event_dict["timestamp"] = datetime.now(where).isoformat(timespec="milliseconds")
+        return event_dict
+
+    return processor
+
+
 def _scrub_processor(redactor: Redactor) -> Processor:
     def processor(
         _logger: WrappedLogger, _method: str, event_dict: EventDict
@@ -171,19 +190,27 @@ def configure(
     redactor: Redactor,
     console: bool = True,
     json_file: Path | None = None,
-    level: str = "INFO",
+    level: str | None = None,
     stream: TextIO | None = None,
+    zone: tzinfo | None = None,
 ) -> None:
     """Set up structlog and the ``cutbook`` stdlib logger; safe to call again.
 
-    ``stream`` defaults to ``sys.stderr`` at call time.
+    ``level`` defaults to ``CUTBOOK_LOG_LEVEL``, else INFO (``debug`` adds every
+    fan-out item's own lines); ``stream`` defaults to ``sys.stderr`` at call time.
+    ``zone`` is the runbook's: people compare log lines with the plan's times, so
+    each line is stamped in that zone, its offset written out (UTC without one).
     """
+    if level is None:
+        level = os.environ.get("CUTBOOK_LOG_LEVEL") or "INFO"
     _state["redactor"] = redactor
     _install_record_factory()
 
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
-        raise ValueError(f"unknown log level {level!r}")
+        raise UsageError(
+            f"unknown log level {level!r} (CUTBOOK_LOG_LEVEL): use debug, info, warning or error"
+        )
 
     base = logging.getLogger(LOGGER_NAME)
     for handler in list(base.handlers):
@@ -217,7 +244,7 @@ def configure(
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_logger_name,
             structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _stamper(zone),
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,

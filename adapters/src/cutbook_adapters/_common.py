@@ -28,7 +28,11 @@ DEFAULT_MAX_BYTES = 64 * 1024
 TRANSIENT_STATUS = frozenset({408, 425, 429, 502, 503, 504})
 """HTTP statuses a later attempt may get past; everything else is permanent."""
 
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):[^/\s@]*@")
+_URL_USERINFO = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/\s:@]*):[^/\s@]*@"
+)
+"""Credentials in a URL. A scheme starts where no scheme character precedes it and is
+short: otherwise every letter of a long body would start a scan to its end (quadratic)."""
 
 
 PHASES = ("check", "apply", "verify", "rollback")

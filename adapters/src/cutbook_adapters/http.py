@@ -69,15 +69,26 @@ ParamValue = str | int | float | bool | list[str | int | float | bool]
 
 
 class BasicAuth(Args):
-    username: str
-    password: str = Field(description="Usually a secret: '{{ secrets.API_PASSWORD }}'")
+    username: str = Field(description="The user name", examples=["cutbook"])
+    password: str = Field(
+        description="Usually a secret: '{{ secrets.API_PASSWORD }}'",
+        examples=["{{ secrets.API_PASSWORD }}"],
+    )
 
 
 class AuthConfig(Args):
     """Exactly one of ``bearer`` or ``basic``."""
 
-    bearer: str | None = Field(None, description="Token sent as 'Authorization: Bearer …'")
-    basic: BasicAuth | None = None
+    bearer: str | None = Field(
+        None,
+        description="Token sent as 'Authorization: Bearer …'",
+        examples=["{{ secrets.VNACCS_TOKEN }}"],
+    )
+    basic: BasicAuth | None = Field(
+        None,
+        description="User name and password sent as HTTP basic authentication",
+        examples=[{"username": "cutbook", "password": "{{ secrets.API_PASSWORD }}"}],
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> AuthConfig:
@@ -87,23 +98,59 @@ class AuthConfig(Args):
 
 
 class ClientCert(Args):
-    cert: str = Field(description="PEM file with the client certificate (and chain)")
-    key: str | None = Field(None, description="PEM private key, if not inside 'cert'")
+    cert: str = Field(
+        description="PEM file with the client certificate (and chain)",
+        examples=["/etc/cutbook/client.pem"],
+    )
+    key: str | None = Field(
+        None,
+        description="PEM private key, if not inside 'cert'",
+        examples=["/etc/cutbook/client.key"],
+    )
 
 
 class HttpConfig(TargetConfig):
     """Options of an ``http`` target."""
 
-    base_url: str = Field(description="Prefix for every step's 'path', e.g. https://api.example")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Headers sent with every request"
+    base_url: str = Field(
+        description="Prefix for every step's 'path', e.g. https://api.example",
+        examples=["https://api.example", "{{ vars.estate_url }}/vnaccs"],
     )
-    auth: AuthConfig | None = None
-    timeout: Duration = Field(timedelta(seconds=30), description="Per-request time limit")
-    verify_tls: bool | str = Field(True, description="false, true, or a CA bundle path")
-    client_cert: ClientCert | None = None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent with every request",
+        examples=[{"X-Change-Ticket": "CHG-4711"}],
+    )
+    auth: AuthConfig | None = Field(
+        None,
+        description="Credentials: exactly one of bearer or basic, from secrets",
+        examples=[{"bearer": "{{ secrets.VNACCS_TOKEN }}"}],
+    )
+    timeout: Duration = Field(
+        timedelta(seconds=30), description="Per-request time limit", examples=["20s"]
+    )
+    verify_tls: bool | str = Field(
+        True,
+        description="false, true, or a CA bundle path",
+        examples=[True, "/etc/ssl/certs/internal-ca.pem"],
+    )
+    client_cert: ClientCert | None = Field(
+        None,
+        description="A client certificate for mutual TLS",
+        examples=[{"cert": "/etc/cutbook/client.pem", "key": "/etc/cutbook/client.key"}],
+    )
     max_body_bytes: int = Field(
-        DEFAULT_MAX_BYTES, ge=256, description="Response bytes kept in outputs"
+        DEFAULT_MAX_BYTES,
+        ge=256,
+        description="Response bytes kept in outputs",
+        examples=[DEFAULT_MAX_BYTES],
+    )
+    client: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="Which connection pool sends the requests: 'aiohttp' (the default; "
+        "less CPU per request) or 'httpx' (httpx's own pool), the escape hatch for a proxy "
+        "or server that only works with it",
+        examples=["httpx"],
     )
 
     @field_validator("base_url")
@@ -118,12 +165,16 @@ class Expect(Args):
     """What a response must look like for the step to count as done."""
 
     status: list[int] | None = Field(
-        None, description="Accepted status codes; default any 2xx", min_length=1
+        None,
+        description="Accepted status codes; default any 2xx",
+        min_length=1,
+        examples=[[200], [200, 409]],
     )
     json_: Any = Field(
         None,
         alias="json",
         description="Subset the JSON body must contain (objects recursively; lists exactly)",
+        examples=[{"state": "closed"}],
     )
 
 
@@ -132,16 +183,36 @@ class GetArgs(Args):
         "",
         description="Path under base_url, or a full http(s) URL; each templated value in it "
         "is one percent-encoded segment (use `| raw_path` for a value that is a whole path)",
+        examples=["/intake/stop", "/offices/{{ item.code }}"],
     )
-    params: dict[str, ParamValue] = Field(default_factory=dict, description="Query parameters")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
-    expect: Expect = Field(default_factory=Expect)
+    params: dict[str, ParamValue] = Field(
+        default_factory=dict,
+        description="Query parameters",
+        examples=[{"office": "{{ item.code }}", "dry_run": False}],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers",
+        examples=[{"Idempotency-Key": "{{ run.id }}-{{ item.code }}"}],
+    )
+    expect: Expect = Field(
+        default_factory=Expect,
+        description="What the response must look like for the call to count as done",
+        examples=[{"status": [200], "json": {"state": "closed"}}],
+    )
 
 
 class BodyArgs(GetArgs):
-    json_: Any = Field(None, alias="json", description="JSON request body")
+    json_: Any = Field(
+        None,
+        alias="json",
+        description="JSON request body",
+        examples=[{"code": "{{ item.code }}", "name": "{{ item.name }}"}],
+    )
     data: dict[str, str] | str | None = Field(
-        None, description="Form fields or raw text body (not with 'json')"
+        None,
+        description="Form fields or raw text body (not with 'json')",
+        examples=[{"office": "{{ item.code }}"}],
     )
 
     @model_validator(mode="after")
@@ -203,6 +274,7 @@ class HttpAdapter(ScrubbingAdapter):
             if config.auth.basic is not None:
                 self.add_secrets([config.auth.basic.password])
         self._client: httpx.AsyncClient | None = None
+        self._described: dict[tuple[str, str, str], str] = {}
 
     # -- plumbing --------------------------------------------------------------
 
@@ -226,6 +298,11 @@ class HttpAdapter(ScrubbingAdapter):
                     )
                 except OSError as exc:
                     raise PermanentError(f"http: cannot load TLS files: {exc}") from exc
+            transport: httpx.AsyncBaseTransport | None = None
+            if cfg.client == "aiohttp":  # httpx's API on aiohttp's cheaper pool (issue #14)
+                from cutbook_adapters._aiohttp import AiohttpTransport
+
+                transport = AiohttpTransport(verify)
             self._client = httpx.AsyncClient(
                 base_url=cfg.base_url,
                 headers=headers,
@@ -233,6 +310,7 @@ class HttpAdapter(ScrubbingAdapter):
                 verify=verify,
                 timeout=cfg.timeout.total_seconds(),
                 follow_redirects=False,
+                transport=transport,
             )
         return self._client
 
@@ -253,11 +331,22 @@ class HttpAdapter(ScrubbingAdapter):
         return str(self._get_client().build_request("GET", path, params=args.params).url)
 
     def _describe(self, method: str, args: GetArgs) -> str:
-        shown = urlsplit(self._url(args))
-        text = f"{method} {shown.path or '/'}"
-        if shown.query:
-            text += f"?{shown.query}"
-        return self.scrub(text)
+        """``PUT /portal/offices/16A5``, as sent (percent-encoded), for logs and summaries.
+
+        A call describes itself up to three times (log line, error, summary) and building
+        the URL is most of an adapter's own CPU in a fan-out: the last few are kept."""
+        key = (method, args.path, repr(sorted(args.params.items())) if args.params else "")
+        text = self._described.get(key)
+        if text is None:
+            shown = urlsplit(self._url(args))
+            text = f"{method} {shown.path or '/'}"
+            if shown.query:
+                text += f"?{shown.query}"
+            text = self.scrub(text)
+            if len(self._described) >= 128:
+                self._described.pop(next(iter(self._described)))
+            self._described[key] = text
+        return text
 
     async def _send(self, call: Call, method: str, args: GetArgs) -> httpx.Response:
         client = self._get_client()

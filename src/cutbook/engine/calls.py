@@ -47,6 +47,17 @@ class Calls:
         """Waits that give way to a rollback, except in ``always`` steps and rollbacks."""
         return StepClock(self.run, interruptible=phase != "rollback" and not step.always)
 
+    @staticmethod
+    def _narrator(step: Step, item: ItemState) -> Callable[[str], None]:
+        """An adapter's running commentary: INFO for a step, DEBUG for a fan-out item.
+
+        A thousand offices' "http PUT ..." lines would bury the night's story on the
+        console and in the Prefect log; the journal has every item's intent and
+        outcome, and ``CUTBOOK_LOG_LEVEL=debug`` shows the lines."""
+        if step.for_each is None:
+            return lambda msg: log.info(msg, step=step.id)
+        return lambda msg: log.debug(msg, step=step.id, item=item.key)
+
     def make(
         self,
         step: Step,
@@ -66,14 +77,14 @@ class Calls:
             # A check describes the change apply would make, so it carries apply's key.
             idempotency_key=self.key(step, item, "apply" if phase in ("apply", "check") else phase),
             clock=self.step_clock(step, phase),
-            log=lambda msg: log.info(msg, step=step.id, item=item.key),
+            log=self._narrator(step, item),
             timeout=timeout.total_seconds() if timeout else None,
             prior=prior,
             confirm=lambda title, text: self.gates.confirm(step, title, text),
             phase=phase,  # type: ignore[arg-type]
         )
 
-    def record(
+    async def record(
         self,
         step: Step,
         item: ItemState,
@@ -88,7 +99,7 @@ class Calls:
 
         ``ok`` overrides the result's own (an apply that returned has succeeded);
         ``output`` keeps the result's output, which rollback templates and resume read."""
-        self.run.journal.append(
+        await self.run.journal.commit(
             Event.STEP_OUTCOME,
             step=step.id,
             item=item_field(step, item),
@@ -100,10 +111,13 @@ class Calls:
             **extra,
         )
 
-    def intend(self, step: Step, item: ItemState, call: Call, target: str | None) -> None:
+    async def intend(self, step: Step, item: ItemState, call: Call, target: str | None) -> None:
         """Write-ahead: the intent is durable before the change is tried, so a crash
-        in between leaves a record that resume settles instead of guessing."""
-        self.run.journal.append(
+        in between leaves a record that resume settles instead of guessing.
+
+        Concurrent items share their fsyncs (:meth:`Journal.commit`): each still
+        waits until its own record is on disk."""
+        await self.run.journal.commit(
             Event.STEP_INTENT,
             step=step.id,
             item=item_field(step, item),

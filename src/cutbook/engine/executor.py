@@ -90,17 +90,17 @@ class Executor:
             result = await adapter.check(self.calls.make(step, item, step.action, args, "check"))
             item.result = result
             item.status = "succeeded"
-            self.calls.record(step, item, "check", result)
+            await self.calls.record(step, item, "check", result)
             return
         if item.status == "uncertain" and await self.already_applied(step, item):
             return
         call = self.calls.make(step, item, step.action, args, "apply")
         if spec.mutating:
-            self.calls.intend(step, item, call, step.target)
+            await self.calls.intend(step, item, call, step.target)
         item.status = "running"
         result = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
         item.result = result
-        self.calls.record(step, item, "apply", result, ok=True, output=True)
+        await self.calls.record(step, item, "apply", result, ok=True, output=True)
         await self.verify(step, item, result)
         item.status = "succeeded"
 
@@ -123,7 +123,7 @@ class Executor:
         item.result = result
         item.status = "succeeded"
         extra = {"output_unknown": result.why} if isinstance(result, UnknownOutput) else {}
-        self.calls.record(
+        await self.calls.record(
             step, item, "apply", result, ok=True, output=True, recovered=True, **extra
         )
         return True
@@ -146,7 +146,7 @@ class Executor:
                 adapter.actions[step.action].args, step.with_, self.context.of(item)
             )
             call = self.calls.make(step, item, step.action, args, "apply")
-            self.calls.intend(step, item, call, step.target)
+            await self.calls.intend(step, item, call, step.target)
             replay = await self.calls.retrying(step, item, "apply", lambda: adapter.apply(call))
         except AdapterError as exc:
             replay, why = None, f"replaying the apply under its key failed: {exc}"
@@ -187,7 +187,7 @@ class Executor:
             call = self.calls.make(step, item, step.action, args, "verify", prior=applied)
             result = await self.calls.retrying(step, item, "verify", lambda: adapter.verify(call))
             ok, summary = result.ok, result.summary
-        run.journal.append(
+        await run.journal.commit(
             Event.STEP_VERIFIED, step=step.id, item=item_field(step, item), ok=ok, summary=summary
         )
         if not ok:

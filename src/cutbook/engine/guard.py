@@ -115,16 +115,18 @@ class Guard:
 
     def forecast(self) -> Forecast:
         run = self.run
-        progress = {
-            sid: Progress(
+        progress: dict[str, Progress] = {}
+        for sid, st in run.states.items():
+            # Only a running fan-out's rate matters; counting every settled step's
+            # items on every forecast made a long night's guard quadratic.
+            fan = st.step.for_each is not None and st.status == "running"
+            progress[sid] = Progress(
                 _status(st.status),
                 st.started,
                 st.finished,
-                items_done=sum(1 for i in st.items if i.status in _ITEM_DONE),
-                items_total=len(st.items) if st.step.for_each is not None else 0,
+                items_done=sum(1 for i in st.items if i.status in _ITEM_DONE) if fan else 0,
+                items_total=len(st.items) if fan else 0,
             )
-            for sid, st in run.states.items()
-        }
         return forecast(
             self.plan(),
             progress,
@@ -139,7 +141,8 @@ class Guard:
         fc = self.forecast()
         run.guard_forecast = fc
         if reason != "tick" or self._moved(fc):
-            run.journal.append(Event.GUARD_FORECAST, reason=reason, **fc.to_json())
+            # Off the loop's thread: steps go on while it reaches the disk.
+            await run.journal.commit(Event.GUARD_FORECAST, reason=reason, **fc.to_json())
             self._journalled = fc
             run.publish()
         alarm = self._alarm(fc)

@@ -149,7 +149,7 @@ def preflight(
     settings = replace(settings, preflight=True, dry_run=True, clock="real", start=None)
     store = PrefectSecrets() if os.environ.get("PREFECT_API_URL") else None
     session = Session(loaded, settings, secret_store=store)
-    configure_logs(redactor=session.redactor)
+    configure_logs(redactor=session.redactor, zone=loaded.runbook.zone)
 
     async def go() -> list[StepCheck]:
         await session.prepare()
@@ -182,7 +182,8 @@ def answer_gate(
 
 
 def _execute(session: Session, observers: Sequence[RunObserver]) -> Launched:
-    configure_logs(redactor=session.redactor)  # scrubs the secrets prepare() will learn
+    # Scrubs the secrets prepare() will learn; stamps lines in the runbook's zone.
+    configure_logs(redactor=session.redactor, zone=session.loaded.runbook.zone)
     session.observers.extend(observers)
     try:
         return Launched(session, asyncio.run(_run(session)))
@@ -302,3 +303,22 @@ def _ask_prefect(call: Coroutine[Any, Any, T]) -> T:
     except (httpx.HTTPError, OSError) as exc:
         api = os.environ.get("PREFECT_API_URL", "the Prefect API")
         raise EngineError(f"{api}: {exc}".splitlines()[0]) from None
+
+
+def flow_run_url(run_id: str) -> str | None:
+    """The run's flow run page, asked of the server after the run: on a slow server the
+    flow run may only exist after the first step started (the run never waits for it)."""
+    from cutbook.engine.prefect.parameters import run_tag
+    from cutbook.engine.prefect.server import ui_url
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        return None
+    body = {"flow_runs": {"tags": {"all_": [run_tag(run_id)]}}, "limit": 1}
+    try:
+        found = httpx.post(f"{api.rstrip('/')}/flow_runs/filter", json=body, timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if isinstance(found, list) and found and isinstance(found[0], dict) and found[0].get("id"):
+        return ui_url(api, found[0]["id"])
+    return None

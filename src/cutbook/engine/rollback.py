@@ -104,7 +104,7 @@ class Rollback:
                 errors.append(f"{item.key}: {exc}")
                 if step.for_each is not None:
                     failed.append(item.key)
-                run.journal.append(
+                await run.journal.commit(
                     Event.STEP_OUTCOME,
                     step=sid,
                     item=item_field(step, item),
@@ -161,7 +161,7 @@ class Rollback:
             )
             call = self.calls.make(step, item, step.action, args, "rollback", prior=item.result)
             undo = adapter.rollback
-        self.calls.intend(step, item, call, r.target if r and r.target else step.target)
+        await self.calls.intend(step, item, call, r.target if r and r.target else step.target)
         result = await self.calls.retrying(step, item, "rollback", lambda: undo(call))
         item.rolled_back = True
-        self.calls.record(step, item, "rollback", result, ok=True)
+        await self.calls.record(step, item, "rollback", result, ok=True)

@@ -40,6 +40,9 @@ class Recorder(Protocol):
 
     def append(self, event: Event, **fields: Any) -> Any: ...
 
+    async def commit(self, event: Event, **fields: Any) -> Any:
+        """``append`` for concurrent coroutines: durable on return, fsyncs shared."""
+
 
 @dataclass(frozen=True)
 class Question:
@@ -136,6 +139,8 @@ class StepState:
     error: str | None = None
     summary: str = ""
     output: Mapping[str, Any] = field(default_factory=dict)
+    answered_by: str = ""
+    """Who answered the step's gate (the live view and the artifact say who said go)."""
 
     def collect_output(self) -> None:
         """What later steps template on: the single result, or every item's by key."""

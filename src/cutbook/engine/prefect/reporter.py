@@ -38,7 +38,7 @@ from prefect.client.schemas.objects import State
 from prefect.exceptions import PrefectException
 from prefect.tasks import Task
 
-from cutbook.logs import LOGGER_NAME, RedactingFilter
+from cutbook.logs import EVENT_ATTR, LOGGER_NAME, RedactingFilter
 
 log = structlog.get_logger("cutbook.prefect")
 
@@ -128,6 +128,8 @@ class Reporter:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._nudged = False
+        """A wake-up is already on its way: later nudges until it lands cost nothing."""
         self._started = threading.Event()
         self._ready = threading.Event()
         if flow_run_id is not None:
@@ -222,10 +224,21 @@ class Reporter:
     # -- the reporter's thread -----------------------------------------------------------
 
     def _nudge(self) -> None:
+        """Wake the reporter's loop, once per batch: a burst of fifty items' updates
+        costs one cross-thread wake-up, not fifty (each is a syscall on the engine's thread)."""
+        if self._nudged:
+            return
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
+            self._nudged = True
             with contextlib.suppress(RuntimeError):  # closed between the check and the call
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        """On the reporter's loop: updates from now on need a new nudge."""
+        self._nudged = False
+        if self._wake is not None:
+            self._wake.set()
 
     def _thread_main(self) -> None:
         asyncio.run(self._main())
@@ -475,7 +488,13 @@ def _running() -> State[Any]:
 
 
 class _LogShipper(logging.Handler):
-    """``cutbook`` log lines for the flow run's log, queued without waiting for anyone."""
+    """``cutbook`` log lines for the flow run's log, queued without waiting for anyone.
+
+    The UI shows each line's time and level itself, so the text is the message and
+    its context only. A fan-out item's routine INFO lines (each call it makes) stay
+    in the journal and the console: the flow run's log gets per-step lines, and an
+    item's warnings and errors.
+    """
 
     def __init__(self, reporter: Reporter) -> None:
         super().__init__(level=logging.INFO)
@@ -483,10 +502,16 @@ class _LogShipper(logging.Handler):
         self.addFilter(RedactingFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            message = str(record.msg)
+        event = getattr(record, EVENT_ATTR, None)
+        if isinstance(event, dict):
+            if record.levelno < logging.WARNING and event.get("item"):
+                return
+            message = prefect_message(event)
+        else:
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                message = str(record.msg)
         self.reporter.log(
             {
                 "name": record.name,
@@ -495,3 +520,18 @@ class _LogShipper(logging.Handler):
                 "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
             }
         )
+
+
+_SHOWN_BY_PREFECT = frozenset({"event", "timestamp", "level", "logger", "run_id"})
+
+
+def prefect_message(event: dict[str, Any]) -> str:
+    """``step=close-office item=HQ: message key=value``: no time or level (Prefect shows them)."""
+    where = " ".join(f"{k}={event[k]}" for k in ("step", "item") if event.get(k))
+    rest = " ".join(
+        f"{k}={v}"
+        for k, v in event.items()
+        if k not in _SHOWN_BY_PREFECT and k not in ("step", "item") and v not in (None, "")
+    )
+    text = str(event.get("event", ""))
+    return " ".join(part for part in (f"{where}:" if where else "", text, rest) if part)
