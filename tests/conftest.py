@@ -5,13 +5,21 @@ and a simulated customs estate per test module that asks for one (``sim`` and
 Engine tests run ``cutbook`` as real processes against them, the way an operator
 does, so each test sees exit codes, output and the server's records exactly as
 people will.
+
+Nothing a test does may touch the real user's data directory: before any test is
+collected, ``CUTBOOK_DATA_DIR`` and ``XDG_DATA_HOME`` point into a temporary
+directory for the whole session (so every test and every process it starts
+inherits them), and ``CUTBOOK_JOURNAL_DIR`` is unset. A test that needs its own
+sets it (``monkeypatch.setenv``, or the ``env`` it gives a process).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +29,27 @@ from cutbook_simulator.process import free_port
 from cutbook_simulator.testing import fresh_estate as fresh_estate
 from cutbook_simulator.testing import sim as sim
 from e2e_support import Cutbook, PrefectServer
+
+ISOLATED: tuple[str, ...] = ("CUTBOOK_DATA_DIR", "XDG_DATA_HOME", "CUTBOOK_JOURNAL_DIR")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the session's journals, reports and Prefect servers out of the user's home."""
+    saved = {name: os.environ.get(name) for name in ISOLATED}
+    root = Path(tempfile.mkdtemp(prefix="cutbook-tests-user-data-"))
+    os.environ["XDG_DATA_HOME"] = str(root)
+    os.environ["CUTBOOK_DATA_DIR"] = str(root / "cutbook")
+    os.environ.pop("CUTBOOK_JOURNAL_DIR", None)
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(root, ignore_errors=True)
+
+    config.add_cleanup(restore)
 
 
 @pytest.fixture(scope="session")

@@ -334,7 +334,7 @@ def test_prefix_resolution(night: tuple[Path, Path]) -> None:
 
 def test_show_timeline(night: tuple[Path, Path]) -> None:
     jdir, _ = night
-    text = audit.show(jdir, "20250314")
+    text = audit.show(jdir, "20250314", verbose=True)
     for needle in (
         "run.started",
         "gate.answered",
@@ -343,9 +343,13 @@ def test_show_timeline(night: tuple[Path, Path]) -> None:
         "rollback.finished",
         "+07:00",
         "OK: ",
+        "times in Asia/Jakarta (+07:00)",
     ):
         assert needle in text
     assert CANARY not in text
+    summary = audit.show(jdir, "20250314")
+    assert "run.started" not in summary and len(summary.splitlines()) < len(text.splitlines())
+    assert CANARY not in summary
 
 
 def test_summary_deviations(night: tuple[Path, Path]) -> None:

@@ -172,8 +172,8 @@ def test_signed_answers_verify_and_verify_says_so(
     key_file.write_bytes(HMAC)
     done = verify_cli(tmp_path, RUN, "--key-file", str(key_file))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert ".jsonl: OK: " in done.stdout
-    assert f"{RUN}: signatures: 2 verified\n" in done.stdout
+    assert f"{RUN}: OK: " in done.stdout
+    assert "\n  signatures: 2 verified\n" in done.stdout
     report = audit.verify_signatures(tmp_path, RUN[:12])
     assert report.passed and [a.status for a in report.answers] == ["verified", "verified"]
     answered = seqs(path, "gate.answered")
@@ -191,7 +191,7 @@ def test_a_journal_without_signatures_says_none_and_passes(
     write_run(tmp_path, old_runbook, [answer(None, "ops-lead", runbook_sha256=sha(old_runbook))])
     done = verify_cli(tmp_path, RUN)
     assert done.returncode == 0, done.stdout
-    assert f"{RUN}: signatures: none\n" in done.stdout
+    assert "\n  signatures: none\n" in done.stdout
     write_run(tmp_path / "older", None, [])  # no runbook text at all: an older version
     assert verify_cli(tmp_path / "older", RUN).stdout.endswith("signatures: none\n")
 
@@ -233,8 +233,8 @@ def test_a_wrong_signature_written_through_the_writer_fails_verify(
     path = write_run(tmp_path, text, [forged, wrong_key])
     done = verify_cli(tmp_path, RUN)
     assert done.returncode == 1, done.stdout
-    assert ".jsonl: OK: " in done.stdout  # the chain itself is fine
-    assert "signatures: 2 bad signature" in done.stdout
+    assert "records verify, ends with run.finished" in done.stdout  # the chain itself is fine
+    assert f"{RUN}: FAILED: signatures: 2 bad signature" in done.stdout
     first, second = seqs(path, "gate.answered")
     assert (
         f"  seq {first} go-live approve by ops-lead: bad signature: does not verify with "
@@ -317,8 +317,8 @@ def test_verify_all_checks_every_runs_signatures(
     write_run(tmp_path, text, [bad], run_id="run-bad")  # signed for another run id
     done = verify_cli(tmp_path, "--all")
     assert done.returncode == 1
-    assert "run-good: signatures: 1 verified" in done.stdout
-    assert "run-bad: signatures: 1 bad signature" in done.stdout
+    assert "run-good: OK: " in done.stdout and "  signatures: 1 verified" in done.stdout
+    assert "run-bad: FAILED: signatures: 1 bad signature" in done.stdout
 
 
 # ---------------------------------------------------------------- tolerant reading

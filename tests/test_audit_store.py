@@ -222,7 +222,8 @@ def test_auditors_read_from_the_store_in_another_directory(tmp_path: Path) -> No
     assert shown.returncode == 0 and "run.finished" in shown.stdout
     all_runs = audit("verify", "--all")
     assert all_runs.returncode == 0 and session.run_id in all_runs.stdout
-    assert not (elsewhere / ".cutbook").exists()  # nothing was read from or written here
+    # nothing was read from or written to this user's own data directory
+    assert not (elsewhere / ".local" / "share" / "cutbook" / "journal").exists()
 
 
 # ---------------------------------------------------------------- the store is down
@@ -385,7 +386,7 @@ def test_a_store_that_diverges_from_the_file_is_named(
         capsys, "audit", "verify", "r-unsent", "--store", url, "--journal-dir", str(other)
     )
     assert code == 0, out
-    assert "r-unsent: warning: not in the audit store" in out and "audit sync r-unsent" in out
+    assert "\n  warning: not in the audit store" in out and "audit sync r-unsent" in out
 
     with capture_logs() as logs:
         mirror = StoreMirror(url)

@@ -16,6 +16,7 @@ from dataclasses import asdict, fields, replace
 from datetime import datetime
 from pathlib import Path
 
+from cutbook import paths
 from cutbook.engine.prefect.parameters import (
     SETTINGS_CODECS,
     FlowParameters,
@@ -88,7 +89,7 @@ def test_missing_settings_take_the_defaults_cutbook_run_would(tmp_path: Path) ->
     loaded = loaded_runbook(tmp_path)
     params = dict(to_parameters(loaded, RunSettings(data_dir=Path(".cutbook"), run_id="r-1")))
     params["settings"] = {}
-    assert to_settings(params) == RunSettings(data_dir=Path(".cutbook"), run_id="r-1")
+    assert to_settings(params) == RunSettings(data_dir=paths.data_dir(), run_id="r-1")
 
 
 ENTRYPOINT_PROBE = """

@@ -526,11 +526,12 @@ def check_the_shared_audit_store(pg: PgCluster, cwd: Path, run_ids: list[str]) -
     auditor = cwd / "auditor"
     auditor.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CUTBOOK_", "PREFECT_"))}
+    env["XDG_DATA_HOME"] = str(auditor / "xdg")  # the auditor's own (empty) data directory
     store = pg.url_for("cutbook_audit")
     done = run_cli([CUTBOOK, "audit", "verify", "--all", "--store", store], env, auditor)
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(run_id in done.stdout for run_id in run_ids), done.stdout
-    assert not (auditor / ".cutbook" / "journal").exists(), "read from the store, not files"
+    assert not (auditor / "xdg" / "cutbook" / "journal").exists(), "read from the store, not files"
 
 
 def test_a_runbook_names_the_pool_that_must_run_it(tmp_path: Path) -> None:

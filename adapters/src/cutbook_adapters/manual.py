@@ -24,11 +24,25 @@ class ManualConfig(TargetConfig):
 
 
 class ConfirmArgs(Args):
-    title: str | None = Field(None, description="Short prompt; defaults to the step id")
-    instructions: str = Field(min_length=1, description="What the operator must do")
-    checklist: list[str] = Field(default_factory=list, description="Items to tick off")
+    title: str | None = Field(
+        None,
+        description="Short prompt; defaults to the step id",
+        examples=["Switch the border gateway"],
+    )
+    instructions: str = Field(
+        min_length=1,
+        description="What the operator must do",
+        examples=["Move the gateway to the new VLAN, then confirm with the change ticket"],
+    )
+    checklist: list[str] = Field(
+        default_factory=list,
+        description="Items to tick off",
+        examples=[["Cable moved", "Link light green"]],
+    )
     evidence_required: bool = Field(
-        False, description="Refuse a confirmation without a comment (ticket, reference)"
+        False,
+        description="Refuse a confirmation without a comment (ticket, reference)",
+        examples=[True],
     )
 
 

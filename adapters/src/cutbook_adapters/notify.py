@@ -52,10 +52,21 @@ class NotifyConfig(TargetConfig):
         min_length=1,
         description="Apprise URLs, e.g. 'mailto://…', 'tgram://…', 'json://host/path'; "
         "they usually hold tokens, so template them from secrets",
+        examples=[["tgram://{{ secrets.TELEGRAM_TOKEN }}/{{ vars.chat_id }}"]],
     )
-    webhook: str | None = Field(None, description="URL that receives a JSON POST")
-    headers: dict[str, str] = Field(default_factory=dict, description="Webhook request headers")
-    timeout: Duration = Field(timedelta(seconds=30), description="Time limit per message")
+    webhook: str | None = Field(
+        None,
+        description="URL that receives a JSON POST",
+        examples=["https://hooks.example/cutover"],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Webhook request headers",
+        examples=[{"Authorization": "Bearer {{ secrets.HOOK_TOKEN }}"}],
+    )
+    timeout: Duration = Field(
+        timedelta(seconds=30), description="Time limit per message", examples=["30s"]
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> NotifyConfig:
@@ -72,13 +83,19 @@ class NotifyConfig(TargetConfig):
 
 
 class SendArgs(Args):
-    title: str = Field("", description="Subject or heading")
-    body: str = Field(min_length=1, description="The message")
+    title: str = Field("", description="Subject or heading", examples=["Intake stopped"])
+    body: str = Field(
+        min_length=1,
+        description="The message",
+        examples=["{{ steps['stop-intake'].output.count }} offices closed for the night"],
+    )
     level: Literal["info", "success", "warning", "failure"] = Field(
-        "info", description="How the channel should present it"
+        "info", description="How the channel should present it", examples=["warning"]
     )
     tags: list[str] = Field(
-        default_factory=list, description="Labels sent with webhooks; Apprise ignores them"
+        default_factory=list,
+        description="Labels sent with webhooks; Apprise ignores them",
+        examples=[["cutover", "customs"]],
     )
 
 

@@ -88,41 +88,82 @@ def _attrs() -> list[tuple[str, x509.ObjectIdentifier]]:
 class PkiConfig(TargetConfig):
     """Options of a ``pki`` target."""
 
-    ca_url: str = Field(description="Root of the CA's API, e.g. http://127.0.0.1:8765/edoc")
-    key_type: Literal["ec-p256", "rsa-2048"] = Field("ec-p256", description="New key algorithm")
-    timeout: Duration = Field(timedelta(seconds=30), description="Per-request time limit")
-    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request")
+    ca_url: str = Field(
+        description="Root of the CA's API, e.g. http://127.0.0.1:8765/edoc",
+        examples=["{{ vars.estate_url }}/edoc"],
+    )
+    key_type: Literal["ec-p256", "rsa-2048"] = Field(
+        "ec-p256", description="New key algorithm", examples=["rsa-2048"]
+    )
+    timeout: Duration = Field(
+        timedelta(seconds=30), description="Per-request time limit", examples=["30s"]
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sent with every request",
+        examples=[{"Authorization": "Bearer {{ secrets.CA_TOKEN }}"}],
+    )
     key_dir: str | None = Field(
         None,
         description="Directory for new private keys (files 0600); default: keep them in memory "
         "only. With it, a retried call resubmits the same CSR instead of issuing another.",
+        examples=["/var/lib/cutbook/keys"],
     )
 
 
 class UnitSubject(Args):
     """Attributes to change; anything not given is kept from the current certificate."""
 
-    O: str = Field(min_length=1, max_length=64, description="Organisation: the new office name")  # noqa: E741
-    OU: str | None = Field(None, min_length=1, max_length=64)
-    C: str | None = Field(None, min_length=2, max_length=2, description="Two-letter country")
+    O: str = Field(  # noqa: E741
+        min_length=1,
+        max_length=64,
+        description="Organisation: the new office name",
+        examples=["{{ item.new_name }}"],
+    )
+    OU: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Organisational unit; default: the current one",
+        examples=["Customs Branch North"],
+    )
+    C: str | None = Field(
+        None, min_length=2, max_length=2, description="Two-letter country", examples=["VN"]
+    )
 
 
 class Subject(UnitSubject):
     CN: str | None = Field(
-        None, min_length=1, max_length=64, description="Common name; default: the current one"
+        None,
+        min_length=1,
+        max_length=64,
+        description="Common name; default: the current one",
+        examples=["{{ item.person }}"],
     )
 
 
 class ReissueArgs(Args):
     owner: str = Field(
-        min_length=1, description="Certificate owner, e.g. org:2001 or person:2001:1"
+        min_length=1,
+        description="Certificate owner, e.g. org:2001 or person:2001:1",
+        examples=["org:{{ item.code }}"],
     )
-    subject: Subject
+    subject: Subject = Field(
+        description="The new subject's attributes; those not given are kept",
+        examples=[{"O": "{{ item.new_name }}"}],
+    )
 
 
 class ReissueUnitArgs(Args):
-    unit: str = Field(min_length=1, description="Office code whose owners are all re-issued")
-    subject: UnitSubject
+    unit: str = Field(
+        min_length=1,
+        description="Office code whose owners are all re-issued",
+        examples=["{{ item.code }}"],
+    )
+    subject: UnitSubject = Field(
+        description="The new subject's attributes; those not given are kept",
+        examples=[{"O": "{{ item.new_name }}"}],
+    )
 
 
 @dataclass

@@ -41,30 +41,62 @@ MINIMAL_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGN
 class ShellConfig(TargetConfig):
     """Options of a ``shell`` target: where and with what environment programs run."""
 
-    cwd: str | None = Field(None, description="Working directory for every command")
-    env: dict[str, str] = Field(default_factory=dict, description="Variables for every command")
+    cwd: str | None = Field(
+        None, description="Working directory for every command", examples=["/opt/customs"]
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables for every command",
+        examples=[{"PGPASSWORD": "{{ secrets.DB_PASSWORD }}"}],
+    )
     inherit_env: bool = Field(
-        False, description="Pass the whole cutbook environment, not just PATH/HOME/locale"
+        False,
+        description="Pass the whole cutbook environment, not just PATH/HOME/locale",
+        examples=[True],
     )
 
 
 class CommandArgs(Args):
     """How to run one program: ``probe``'s arguments, and the base of ``run``'s."""
 
-    argv: list[str] = Field(min_length=1, description="Program and arguments; no shell is involved")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables")
-    cwd: str | None = Field(None, description="Working directory (overrides the target's)")
-    stdin: str | None = Field(None, description="Text written to standard input")
-    ok_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    transient_codes: list[int] = Field(
-        default_factory=list, description="Exit codes worth retrying"
+    argv: list[str] = Field(
+        min_length=1,
+        description="Program and arguments; no shell is involved",
+        examples=[["./scripts/reindex.sh", "--office", "{{ item.code }}"]],
     )
-    timeout: Duration | None = Field(None, description="Kill the process group after this")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables",
+        examples=[{"OFFICE": "{{ item.code }}"}],
+    )
+    cwd: str | None = Field(
+        None, description="Working directory (overrides the target's)", examples=["scripts"]
+    )
+    stdin: str | None = Field(
+        None, description="Text written to standard input", examples=["yes\n"]
+    )
+    ok_codes: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="Exit codes that mean success",
+        examples=[[0, 3]],
+    )
+    transient_codes: list[int] = Field(
+        default_factory=list, description="Exit codes worth retrying", examples=[[75]]
+    )
+    timeout: Duration | None = Field(
+        None, description="Kill the process group after this", examples=["10m"]
+    )
     transient_on_timeout: bool = Field(
-        False, description="Treat a timeout as retryable (only if the command is safe to rerun)"
+        False,
+        description="Treat a timeout as retryable (only if the command is safe to rerun)",
+        examples=[True],
     )
     max_output_bytes: int = Field(
-        DEFAULT_MAX_BYTES, ge=256, description="Bytes of stdout and of stderr kept"
+        DEFAULT_MAX_BYTES,
+        ge=256,
+        description="Bytes of stdout and of stderr kept",
+        examples=[DEFAULT_MAX_BYTES],
     )
 
 
@@ -76,6 +108,7 @@ class RunArgs(CommandArgs):
         min_length=1,
         description="A read-only command (argv) the pre-flight runs instead of the change, "
         "with the same env, cwd and timeout; a non-zero exit blocks the night",
+        examples=[["./scripts/reindex.sh", "--check", "--office", "{{ item.code }}"]],
     )
 
 

@@ -41,6 +41,9 @@ T = TypeVar("T")
 _NO_TEMPLATES: dict[str, Any] = {"x-cutbook-no-templates": True}
 """Marks SQL text: validation may warn when a template is rendered into it."""
 _SQL_HELP = "SQL text with :name placeholders; put values in params, never in the text"
+_SQL_EXAMPLE = "UPDATE offices SET parent = :parent WHERE code = :code"
+_QUERY_EXAMPLE = "SELECT code, name FROM offices WHERE code = :code"
+_PARAMS_EXAMPLE = {"code": "{{ item.code }}", "parent": "{{ item.parent }}"}
 
 _TRANSIENT_HINTS = (
     "database is locked",
@@ -61,38 +64,77 @@ _TRANSIENT_HINTS = (
 class SqlConfig(TargetConfig):
     """Options of a ``sql`` target."""
 
-    url: str = Field(description="SQLAlchemy URL, e.g. sqlite:///data/app.db or postgresql://…")
-    echo: bool = Field(False, description="Log every statement through SQLAlchemy's logger")
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:///data/app.db or postgresql://…",
+        examples=["postgresql://cutbook:{{ secrets.DB_PASSWORD }}@db.internal/customs"],
+    )
+    echo: bool = Field(
+        False, description="Log every statement through SQLAlchemy's logger", examples=[True]
+    )
 
 
 class Statement(Args):
-    sql: str = Field(min_length=1, description=_SQL_HELP, json_schema_extra=_NO_TEMPLATES)
-    params: dict[str, Any] = Field(default_factory=dict, description="Bound parameters")
+    sql: str = Field(
+        min_length=1,
+        description=_SQL_HELP,
+        examples=[_SQL_EXAMPLE],
+        json_schema_extra=_NO_TEMPLATES,
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Bound parameters", examples=[_PARAMS_EXAMPLE]
+    )
     expect_rowcount: int | None = Field(
-        None, ge=0, description="Roll back and fail unless exactly this many rows change"
+        None,
+        ge=0,
+        description="Roll back and fail unless exactly this many rows change",
+        examples=[1],
     )
 
 
 class Query(Args):
-    sql: str = Field(min_length=1, description=_SQL_HELP, json_schema_extra=_NO_TEMPLATES)
-    params: dict[str, Any] = Field(default_factory=dict, description="Bound parameters")
+    sql: str = Field(
+        min_length=1,
+        description=_SQL_HELP,
+        examples=[_QUERY_EXAMPLE],
+        json_schema_extra=_NO_TEMPLATES,
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Bound parameters", examples=[_PARAMS_EXAMPLE]
+    )
 
 
 class ExecuteArgs(Args):
     """Either ``sql`` (+ ``params``) or a list of ``statements``, all in one transaction."""
 
     sql: str | None = Field(
-        None, min_length=1, description=_SQL_HELP, json_schema_extra=_NO_TEMPLATES
+        None,
+        min_length=1,
+        description=_SQL_HELP,
+        examples=[_SQL_EXAMPLE],
+        json_schema_extra=_NO_TEMPLATES,
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Bound parameters")
-    expect_rowcount: int | None = Field(None, ge=0)
-    statements: list[Statement] | None = Field(None, min_length=1)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Bound parameters", examples=[_PARAMS_EXAMPLE]
+    )
+    expect_rowcount: int | None = Field(
+        None,
+        ge=0,
+        description="Roll back and fail unless exactly this many rows change (with sql)",
+        examples=[1],
+    )
+    statements: list[Statement] | None = Field(
+        None,
+        min_length=1,
+        description="Several statements in one transaction, instead of sql",
+        examples=[[{"sql": _SQL_EXAMPLE, "params": _PARAMS_EXAMPLE, "expect_rowcount": 1}]],
+    )
     capture: Query | None = Field(
         None,
         description="Query run first in the same transaction; its rows become output.before "
         "(use them in the rollback step)",
+        examples=[{"sql": _QUERY_EXAMPLE, "params": _PARAMS_EXAMPLE}],
     )
-    max_rows: int = Field(1000, ge=1, description="Rows kept from capture")
+    max_rows: int = Field(1000, ge=1, description="Rows kept from capture", examples=[1000])
 
     @model_validator(mode="after")
     def _one_form(self) -> ExecuteArgs:
@@ -112,9 +154,15 @@ class ExecuteArgs(Args):
 class QueryExpect(Args):
     """Exactly one of ``rows``, ``scalar`` or ``count``."""
 
-    rows: list[dict[str, Any]] | None = Field(None, description="The exact rows, in order")
-    scalar: Any = Field(None, description="The first column of the single row")
-    count: int | None = Field(None, ge=0, description="How many rows")
+    rows: list[dict[str, Any]] | None = Field(
+        None,
+        description="The exact rows, in order",
+        examples=[[{"code": "2001", "name": "Customs Branch North"}]],
+    )
+    scalar: Any = Field(
+        None, description="The first column of the single row", examples=["closed", 0]
+    )
+    count: int | None = Field(None, ge=0, description="How many rows", examples=[0])
 
     @model_validator(mode="after")
     def _exactly_one(self) -> QueryExpect:
@@ -125,10 +173,21 @@ class QueryExpect(Args):
 
 
 class QueryArgs(Args):
-    sql: str = Field(min_length=1, description=_SQL_HELP, json_schema_extra=_NO_TEMPLATES)
-    params: dict[str, Any] = Field(default_factory=dict, description="Bound parameters")
-    expect: QueryExpect | None = None
-    max_rows: int = Field(1000, ge=1, description="Rows kept in the output")
+    sql: str = Field(
+        min_length=1,
+        description=_SQL_HELP,
+        examples=[_QUERY_EXAMPLE],
+        json_schema_extra=_NO_TEMPLATES,
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Bound parameters", examples=[_PARAMS_EXAMPLE]
+    )
+    expect: QueryExpect | None = Field(
+        None,
+        description="What the rows must be: exactly one of rows, scalar or count",
+        examples=[{"count": 0}, {"scalar": "closed"}],
+    )
+    max_rows: int = Field(1000, ge=1, description="Rows kept in the output", examples=[1000])
 
 
 class _Interruptible:

@@ -46,24 +46,54 @@ POLL_REQUEST_TIMEOUT = 30.0
 class WaitConfig(TargetConfig):
     """Options of a ``wait`` target; all optional."""
 
-    base_url: str | None = Field(None, description="Prefix for relative 'url' values in 'until'")
-    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every poll")
-    verify_tls: bool = True
+    base_url: str | None = Field(
+        None,
+        description="Prefix for relative 'url' values in 'until'",
+        examples=["{{ vars.estate_url }}"],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sent with every poll",
+        examples=[{"Authorization": "Bearer {{ secrets.API_TOKEN }}"}],
+    )
+    verify_tls: bool = Field(
+        True, description="Check the server's TLS certificate", examples=[True]
+    )
 
 
 class SleepArgs(Args):
-    duration: Duration = Field(description="How long to wait, in runbook time: 90s, 5m, 1h30m")
+    duration: Duration = Field(
+        description="How long to wait, in runbook time: 90s, 5m, 1h30m",
+        examples=["5m", "1h 30m"],
+    )
 
 
 class UntilArgs(Args):
-    url: str = Field(min_length=1, description="Full URL, or a path under the target's base_url")
-    headers: dict[str, str] = Field(default_factory=dict)
-    status: list[int] | None = Field(None, min_length=1, description="Accepted codes; default 2xx")
-    json_: Any = Field(
-        None, alias="json", description="Subset the JSON body must contain, as in http expect.json"
+    url: str = Field(
+        min_length=1,
+        description="Full URL, or a path under the target's base_url",
+        examples=["/health", "https://portal.example/ready"],
     )
-    interval: Duration = Field(timedelta(seconds=10), description="Pause between polls")
-    timeout: Duration = Field(description="Give up after this long (runbook time)")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sent with this poll, beside the target's headers",
+        examples=[{"Accept": "application/json"}],
+    )
+    status: list[int] | None = Field(
+        None, min_length=1, description="Accepted codes; default 2xx", examples=[[200, 204]]
+    )
+    json_: Any = Field(
+        None,
+        alias="json",
+        description="Subset the JSON body must contain, as in http expect.json",
+        examples=[{"state": "ready"}],
+    )
+    interval: Duration = Field(
+        timedelta(seconds=10), description="Pause between polls", examples=["10s", "1m"]
+    )
+    timeout: Duration = Field(
+        description="Give up after this long (runbook time)", examples=["15m"]
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> UntilArgs:

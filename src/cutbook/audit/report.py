@@ -20,7 +20,7 @@ import jinja2
 from markupsafe import Markup
 
 from cutbook import __version__
-from cutbook.audit.runs import format_time, run_mode, zone_of
+from cutbook.audit.runs import format_time, run_mode, zone_label, zone_of
 from cutbook.audit.signatures import signature_status
 from cutbook.clock import is_real_clock
 from cutbook.durations import format_duration
@@ -343,7 +343,11 @@ def render_report(data: Mapping[str, Any], fmt: ReportFormat) -> str:
     context: dict[str, Any] = {
         **data,
         "max_outcomes": MAX_OUTCOMES_SHOWN,
-        "tz_name": getattr(tz, "key", "UTC"),
+        # the zone named once, with its offset that night (what "+07:00" on each time means)
+        "tz_name": zone_label(
+            data["run"]["timezone"],
+            parse_ts(data["run"]["window"].get("start")) or parse_ts(data["run"]["started_at"]),
+        ),
     }
     if fmt == "html":
         svg, why = _gantt(data)

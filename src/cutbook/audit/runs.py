@@ -43,6 +43,23 @@ def zone_of(name: str | None) -> tzinfo:
         return UTC
 
 
+def offset_of(moment: datetime | None, tz: tzinfo) -> str:
+    """The zone's UTC offset at ``moment`` (now when unknown), as ``+07:00``."""
+    local = (moment or datetime.now(UTC)).astimezone(tz)
+    digits = local.strftime("%z") or "+0000"
+    return f"{digits[:3]}:{digits[3:5]}"
+
+
+def zone_label(name: str | None, moment: datetime | None = None) -> str:
+    """The zone named once for people, e.g. ``Asia/Ho_Chi_Minh (+07:00)``.
+
+    Said wherever times are printed without their own offset, so a reader
+    never has to guess whether a time is the host's, UTC or the runbook's.
+    """
+    tz = zone_of(name)
+    return f"{getattr(tz, 'key', 'UTC')} ({offset_of(moment, tz)})"
+
+
 def format_time(value: Any, tz: tzinfo) -> str:
     """A journal time as the auditor reads it: local to the runbook, offset shown."""
     parsed = value if isinstance(value, datetime) else parse_ts(value)
@@ -176,18 +193,22 @@ def list_runs(
 
 
 def format_listing(runs: Sequence[RunListing]) -> str:
-    """A plain text table for ``cutbook audit list``."""
+    """A plain text table for ``cutbook audit list``: each start in its runbook's zone,
+    offset shown, the same way ``show`` and the report give times."""
     if not runs:
         return "no runs found"
-    header = ("RUN", "RUNBOOK", "STARTED (UTC)", "OUTCOME", "MODE")
+    header = ("RUN", "RUNBOOK", "STARTED", "OUTCOME", "MODE")
     rows = [header]
     for run in runs:
         started = run.started
+        tz = zone_of(run.timezone)
         rows.append(
             (
                 run.run_id,
                 run.runbook or "?",
-                started.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if started else "?",
+                f"{started.astimezone(tz):%Y-%m-%d %H:%M} {offset_of(started, tz)}"
+                if started
+                else "?",
                 run.outcome or "unfinished",
                 run_mode(run.dry_run, run.clock, run.preflight),
             )

@@ -9,15 +9,39 @@ that need them, so ``validate`` and ``plan`` start fast.
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cutbook import __version__
+from cutbook import __version__, paths
 from cutbook.cli import audit, demo, keys, preflight, run, runbook, schedule, server
 from cutbook.cli.console import err, out
 from cutbook.errors import CutbookError
+
+
+def _plain_help_types() -> None:
+    """Typer 0.29 labels each parameter with its Python type: ``--strict <bool>`` reads as if
+    the flag took a value, and ``<list[Path]>`` is the implementation talking. A flag
+    shows nothing; an argument is named by its metavar (``RUNBOOK``); options keep
+    their own ``<path>``-style metavars and their choices."""
+    from typer.core import TyperArgument, TyperOption
+
+    option_type = TyperOption.display_type_rich
+
+    def option_display(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and not self.count else option_type(self, ctx)
+
+    def argument_display(self: TyperArgument, ctx: Any) -> str | None:
+        return None
+
+    TyperOption.display_type_rich = option_display  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument_display  # type: ignore[method-assign, assignment]
+
+
+_plain_help_types()
 
 app = typer.Typer(
     name="cutbook",
@@ -58,6 +82,20 @@ keys.register(keys_app)
 server.register(server_app)
 
 
+def _legacy_notice(old: Path, new: Path) -> None:
+    """Journals in an old ``./.cutbook`` stay in sight: say where they are and how to use them."""
+    runs = paths.legacy_journals()
+    err.print(
+        f"note: {old} holds {runs} journalled run{'s' if runs != 1 else ''} from before "
+        f"cutbook kept one data directory per user; this command uses {new}. To keep using "
+        f"the old one: --data-dir {paths.LEGACY_DATA_DIR} "
+        f"or CUTBOOK_DATA_DIR={shlex.quote(str(old))}",
+        style="yellow",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"cutbook {__version__}")
@@ -72,6 +110,7 @@ def _root(
     ] = False,
 ) -> None:
     """Cutover runbooks as code."""
+    paths.on_legacy_data_dir(_legacy_notice)
 
 
 def main(argv: list[str] | None = None) -> Any:

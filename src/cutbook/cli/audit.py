@@ -26,7 +26,10 @@ from cutbook.cli.options import DataDirOption
 from cutbook.errors import UsageError
 
 RunArg = Annotated[
-    str, typer.Argument(help="A run id, or any unique prefix of one.", show_default=False)
+    str,
+    typer.Argument(
+        metavar="RUN", help="A run id, or any unique prefix of one.", show_default=False
+    ),
 ]
 KeyFile = Annotated[
     Path | None,
@@ -40,7 +43,10 @@ JournalDir = Annotated[
     typer.Option(
         "--journal-dir",
         envvar="CUTBOOK_JOURNAL_DIR",
-        help="Where journals live. [default: <data-dir>/journal]",
+        metavar="DIR",
+        # the rule, not a path: "<data-dir>" would be eaten as an HTML tag by the
+        # Markdown help renderer, leaving "[default: /journal]"
+        help="Where journals live. [default: DATA-DIR/journal]",
         show_default=False,
     ),
 ]
@@ -59,8 +65,17 @@ StoreOption = Annotated[
 
 
 class Fmt(StrEnum):
+    """What ``report`` writes."""
+
     html = "html"
     md = "md"
+    json = "json"
+
+
+class AnchorFmt(StrEnum):
+    """What ``anchor`` prints: only these two, so ``-f html`` is refused, not ignored."""
+
+    text = "text"
     json = "json"
 
 
@@ -152,29 +167,37 @@ def list_command(
 def show_command(
     run: RunArg,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Every record, not a summary.")
+        bool, typer.Option("--verbose", help="Every record, one line each, not the summary.")
     ] = False,
     store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print a run's timeline: who started it, each step planned versus actual,
-    attempts, approvals, rollbacks and the outcome."""
+    """Print a one-screen summary of a run: the runbook and its sha256, the window and
+    the outcome, who ran it and when, one line per step (status, start, finish, items,
+    who answered, how late, how often retried), the gates, the work done, whether the
+    journal verifies and where the report is. Times in the runbook's zone, named once.
+
+    With --verbose, every record of the journal instead, one line each."""
     from cutbook.audit import show
 
+    reports = paths.reports_dir(data_dir)
     if not store:
-        typer.echo(show(_dir(journal_dir, data_dir), run, verbose=verbose))
+        typer.echo(show(_dir(journal_dir, data_dir), run, verbose=verbose, reports_dir=reports))
         return
     from cutbook.audit.store import materialised
 
     with materialised(store, [run]) as got:
         run_id = got.run_ids[0]
-        text = show(got.journal_dir, run_id, verbose=verbose)
+        text = show(got.journal_dir, run_id, verbose=verbose, reports_dir=reports)
         typer.echo(_relabel(text, got.path(run_id), got.label(run_id)))
 
 
 def verify_command(
-    run: Annotated[str | None, typer.Argument(help="A run id or unique prefix.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Argument(metavar="RUN", help="A run id, or any unique prefix of one (or --all)."),
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Verify every journalled run.")] = False,
     key_file: KeyFile = None,
     anchor: Annotated[
@@ -187,49 +210,52 @@ def verify_command(
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Check a journal's hash chain. Exit 0 when intact and ended by run.finished;
-    1 naming the first bad record on any edit, deletion, insertion, reordering,
-    record after run.finished, missing or bad HMAC, anchor mismatch or truncation
-    (no run.finished, unless RUN.lock says the run is live). A torn last line from
-    a crash is reported as exactly that, and also exits 1.
+    """Check a journal's hash chain and its signed answers, and say the verdict once per
+    run: RUN: OK, or RUN: FAILED and the first reason, then the evidence indented.
 
-    Then re-checks every signed answer against the key its runbook lists for the
-    approver (`signatures: N verified`, or each problem); a bad signature, one made
-    for another runbook, or an unsigned approval of a signed step also exits 1.
+    Exit 0 when intact and ended by run.finished; 1 naming the first bad record on
+    any edit, deletion, insertion, reordering, record after run.finished, missing or
+    bad HMAC, anchor mismatch or truncation (no run.finished, unless RUN.lock says
+    the run is live). A torn last line from a crash is reported as exactly that, and
+    also exits 1. Every signed answer is checked against the key its runbook lists
+    for the approver (signatures: N verified, or each problem); a bad signature, one
+    made for another runbook, or an unsigned approval of a signed step also exits 1.
+    Exit 2 for bad input (an unknown run, RUN and --all together).
 
     With --store, runs are read from the shared audit store. A run the journal
     directory here also holds is verified from its file and compared with the store
     record by record: a different record exits 1 naming its seq; a store that is
     only behind is a warning (cutbook audit sync sends the rest)."""
-    from cutbook.audit import verify_all, verify_run, verify_signatures
+    from cutbook.audit import verdict, verify_all, verify_run, verify_signatures
 
     folder = _dir(journal_dir, data_dir)
     key = _key(key_file)
     if all_runs == (run is not None):
         raise UsageError("give a RUN or --all (not both)")
     if store:
-        if _verify_from_store(store, folder, run, key=key, anchor=anchor, runbook=runbook):
-            raise typer.Exit(1)
-        return
-    if all_runs:
-        results = verify_all(folder, hmac_key=key)
+        failed, total = _verify_from_store(
+            store, folder, run, key=key, anchor=anchor, runbook=runbook
+        )
     else:
-        assert run is not None
-        result = verify_run(folder, run, hmac_key=key, anchor=anchor, runbook_path=runbook)
-        results = [(result.run_id or run, result)]
-    bad = 0
-    for run_id, result in results:
-        typer.echo(f"{run_id}: {result.describe()}")
-        # the argument, not the id the records name: that is the file verify read
-        signatures = verify_signatures(folder, run if run is not None else run_id)
-        first, *rest = signatures.lines()
-        typer.echo(f"{run_id}: {first}")
-        for line in rest:
-            typer.echo(line)
-        bad += 0 if result.passed and signatures.passed else 1
-    if not results:
-        typer.echo("no journals found")
-    if bad:
+        if all_runs:
+            results = verify_all(folder, hmac_key=key)
+        else:
+            assert run is not None
+            result = verify_run(folder, run, hmac_key=key, anchor=anchor, runbook_path=runbook)
+            results = [(result.run_id or run, result)]
+        failed = 0
+        for run_id, result in results:
+            # the argument, not the id the records name: that is the file verify read
+            signatures = verify_signatures(folder, run if run is not None else run_id)
+            lines, passed = verdict(run_id, result, signatures)
+            typer.echo("\n".join(lines))
+            failed += 0 if passed else 1
+        total = len(results)
+        if not results:
+            typer.echo(f"no journals found in {folder}")
+    if all_runs and total:
+        typer.echo(f"{total} run(s): {total - failed} verified, {failed} failed")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -241,10 +267,10 @@ def _verify_from_store(
     key: bytes | None,
     anchor: str | None,
     runbook: Path | None,
-) -> int:
+) -> tuple[int, int]:
     """Verify runs read from the store, or this worker's file compared with the store when
-    it has one; print each verdict and return how many failed."""
-    from cutbook.audit import verify_signatures
+    it has one; print each verdict and return how many failed, of how many."""
+    from cutbook.audit import verdict, verify_signatures
     from cutbook.audit.store import compare, materialised
     from cutbook.journal import journal_files, resolve_run, verify
 
@@ -259,7 +285,8 @@ def _verify_from_store(
     with materialised(store, runs, missing_ok=bool(mine)) as got:
         compared = compare(local_dir, got)
         unsent = [p for p in mine if p.stem not in got.stored]
-        for run_id in [*got.run_ids, *(p.stem for p in unsent)]:
+        checked = [*got.run_ids, *(p.stem for p in unsent)]
+        for run_id in checked:
             local = compared.get(run_id)
             from_store = run_id in got.stored and local is None
             path = got.path(run_id) if from_store else local_dir / f"{run_id}.jsonl"
@@ -272,24 +299,27 @@ def _verify_from_store(
                         "has not sent every record yet (cutbook audit sync there), looks "
                         "unfinished here"
                     )
-            typer.echo(f"{run_id}: {result.describe()}")
-            signatures = verify_signatures(path.parent, run_id)
-            first, *rest = signatures.lines()
-            typer.echo(f"{run_id}: {first}")
-            for line in rest:
-                typer.echo(line)
-            for line in local.lines(got.shown) if local is not None else ():
-                typer.echo(line)
+            prefix = f"{run_id}: "
+            compared_lines = [
+                line.removeprefix(prefix) for line in (local.lines(got.shown) if local else ())
+            ]
             if run_id not in got.stored:
-                typer.echo(
-                    f"{run_id}: warning: not in the audit store {got.shown} yet: "
+                compared_lines.append(
+                    f"warning: not in the audit store {got.shown} yet: "
                     f"cutbook audit sync {run_id} --store '{got.shown}'"
                 )
-            passed = result.passed and signatures.passed and (local is None or local.passed)
+            lines, passed = verdict(
+                run_id,
+                result,
+                verify_signatures(path.parent, run_id),
+                store=compared_lines,
+                store_passed=local is None or local.passed,
+            )
+            typer.echo("\n".join(lines))
             bad += 0 if passed else 1
-        if not got.run_ids and not unsent:
+        if not checked:
             typer.echo(f"no runs in the audit store {got.shown}")
-    return bad
+    return bad, len(checked)
 
 
 def report_command(
@@ -325,7 +355,15 @@ def report_command(
 def anchor_command(
     run: RunArg,
     key_file: KeyFile = None,
-    fmt: Annotated[Fmt | None, typer.Option("--format", "-f", help="json for tools.")] = None,
+    fmt: Annotated[
+        AnchorFmt,
+        typer.Option(
+            "--format",
+            "-f",
+            help="text: the one line to paste into a ticket; json: an object for tools "
+            '(with "finished": false for an unfinished run).',
+        ),
+    ] = AnchorFmt.text,
     store: StoreOption = None,
     journal_dir: JournalDir = None,
     data_dir: DataDirOption = None,
@@ -344,7 +382,7 @@ def anchor_command(
             head = anchor(got.journal_dir, got.run_ids[0], _key(key_file))
     else:
         head = anchor(_dir(journal_dir, data_dir), run, _key(key_file))
-    typer.echo(json.dumps(head) if fmt is Fmt.json else format_anchor(head))
+    typer.echo(json.dumps(head) if fmt is AnchorFmt.json else format_anchor(head))
     if head.get("finished") is False:
         typer.echo(
             f"note: run {head['run_id']} has no run.finished: this anchors an unfinished "
@@ -356,7 +394,9 @@ def anchor_command(
 def sync_command(
     runs: Annotated[
         list[str] | None,
-        typer.Argument(help="Run ids or unique prefixes (or --all).", show_default=False),
+        typer.Argument(
+            metavar="RUN", help="Run ids or unique prefixes (or --all).", show_default=False
+        ),
     ] = None,
     all_runs: Annotated[
         bool, typer.Option("--all", help="Every journal in the journal directory.")

@@ -89,7 +89,9 @@ def _write_exclusive(path: Path, data: bytes) -> None:
 
 
 def new_command(
-    name: Annotated[str, typer.Argument(help="The approver's name, as the runbook lists it.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The approver's name, as the runbook lists it.")
+    ],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Where to write the private key. [default: ./NAME.key]"),
@@ -111,7 +113,10 @@ def new_command(
 
 
 def show_command(
-    file: Annotated[Path, typer.Argument(help="A private key file made by cutbook keys new.")],
+    file: Annotated[
+        Path,
+        typer.Argument(metavar="KEY_FILE", help="A private key file made by cutbook keys new."),
+    ],
     name: Annotated[
         str | None, typer.Option(help="The approver's name. [default: FILE without .key]")
     ] = None,

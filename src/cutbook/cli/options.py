@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cutbook import paths
 from cutbook.errors import UsageError
 from cutbook.model import Runbook, TimeError, parse_time
 
@@ -26,7 +27,8 @@ DataDirOption = Annotated[
     typer.Option(
         "--data-dir",
         envvar="CUTBOOK_DATA_DIR",
-        help="Where journals, reports and the embedded Prefect server live. [default: ./.cutbook]",
+        help="Where journals, reports and the embedded Prefect server live: one per user, "
+        f"the same from any working directory. [default: {paths.default_data_dir_help()}]",
         show_default=False,
     ),
 ]

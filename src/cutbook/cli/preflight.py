@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
 
 
 def preflight(
-    runbook: Annotated[Path, typer.Argument(help="The runbook to check.", show_default=False)],
+    runbook: Annotated[
+        Path, typer.Argument(metavar="RUNBOOK", help="The runbook to check.", show_default=False)
+    ],
     variables: VarOption = None,
     data_dir: DataDirOption = None,
 ) -> None:

@@ -56,7 +56,9 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    runbook: Annotated[Path, typer.Argument(help="The runbook to run.", show_default=False)],
+    runbook: Annotated[
+        Path, typer.Argument(metavar="RUNBOOK", help="The runbook to run.", show_default=False)
+    ],
     variables: VarOption = None,
     start: StartOption = None,
     clock: Annotated[
@@ -157,7 +159,9 @@ def summary(launched: Launched) -> None:
 
 
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run to continue (id or unique prefix).")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="The run to continue (id or unique prefix).")
+    ],
     auto_approve: Annotated[
         bool,
         typer.Option("--auto-approve", help="Answer gates automatically (rehearsals only)."),
@@ -195,11 +199,14 @@ def resume(
 
 
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The run id printed by cutbook run.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="The run id printed by cutbook run.")
+    ],
     step: Annotated[
         str,
         typer.Argument(
-            help="The gate or manual step being answered, or guard for the deadline guard."
+            metavar="STEP",
+            help="The gate or manual step being answered, or guard for the deadline guard.",
         ),
     ],
     by: Annotated[str, typer.Option("--by", help="Your name, as listed in the gate's approvers.")],

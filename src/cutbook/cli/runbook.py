@@ -6,6 +6,7 @@ They import no Prefect, so they answer in well under a second.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cutbook.cli.console import err, load_runbook, out, write_output
-from cutbook.cli.options import DataDirOption, ListFormat, StartOption, VarOption, parse_start
+from cutbook.cli.options import DataDirOption, StartOption, VarOption, parse_start
 from cutbook.errors import RunbookInvalid, UsageError
 
 
@@ -31,7 +32,10 @@ def register(app: typer.Typer) -> None:
 
 def validate(
     runbooks: Annotated[
-        list[Path], typer.Argument(help="Runbook files to check.", show_default=False)
+        list[Path],
+        typer.Argument(
+            metavar="RUNBOOK", help="Runbook files to check (one or more).", show_default=False
+        ),
     ],
     variables: VarOption = None,
     strict: Annotated[
@@ -71,7 +75,9 @@ def validate(
 
 
 def plan(
-    runbook: Annotated[Path, typer.Argument(help="The runbook to forecast.", show_default=False)],
+    runbook: Annotated[
+        Path, typer.Argument(metavar="RUNBOOK", help="The runbook to forecast.", show_default=False)
+    ],
     start: StartOption = None,
     variables: VarOption = None,
     fmt: Annotated[
@@ -228,30 +234,85 @@ def schema(
         Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")
     ] = None,
 ) -> None:
-    """Print the JSON Schema of the runbook language, for editors.
+    """Print the JSON Schema of the runbook language, for editors: every key with a
+    description and examples, and each installed adapter's arguments under `with:`
+    (chosen by the step's `action:`).
 
-    With the YAML language server, put this first line in a runbook:
-    # yaml-language-server: $schema=./cutbook.schema.json
+    With the YAML language server, put this first line in a runbook (the path is
+    relative to the runbook):
+    # yaml-language-server: $schema=../docs/cutbook.schema.json
     """
-    from cutbook.schema import runbook_schema
+    from cutbook.adapter_info import loadable
+    from cutbook.schema import build_schema
 
-    write_output(json.dumps(runbook_schema(), indent=2, ensure_ascii=False), output)
+    found, broken = loadable()
+    for problem in broken:
+        err.print(f"warning: left out of the schema: {problem}", style="yellow", markup=False)
+    text = json.dumps(build_schema(found), indent=2, ensure_ascii=False)
+    write_output(text, output)
+
+
+class AdaptersFormat(StrEnum):
+    """``cutbook adapters``: tables for people, JSON for scripts, Markdown for the docs."""
+
+    text = "text"
+    json = "json"
+    markdown = "markdown"
 
 
 def adapters(
-    name: Annotated[str | None, typer.Argument(help="Show one adapter in detail.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(metavar="ADAPTER", help="Show one adapter in detail.")
+    ] = None,
     fmt: Annotated[
-        ListFormat, typer.Option("--format", "-f", help="Output format.")
-    ] = ListFormat.text,
+        AdaptersFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = AdaptersFormat.text,
+    update: Annotated[
+        Path | None,
+        typer.Option(
+            "--update",
+            help="With --format markdown: replace the generated adapter section (between "
+            "its marker comments) of this file, e.g. docs/runbook-reference.md.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List installed adapters (entry-point group cutbook.adapters), their actions
-    and each action's arguments."""
-    from cutbook.adapter_info import describe_all, render_text
+    and each action's arguments: name, type, required, default, description.
 
+    Regenerate the runbook reference's adapter section with
+    `cutbook adapters --format markdown --update docs/runbook-reference.md`.
+    """
+    from cutbook.adapter_info import describe_all, render_markdown, render_text, replace_section
+
+    if update is not None and (fmt is not AdaptersFormat.markdown or name is not None):
+        raise UsageError("--update goes with --format markdown and every adapter (no NAME)")
     infos = describe_all(only=name)
-    if fmt is ListFormat.json:
+    if fmt is AdaptersFormat.json:
         write_output(json.dumps(infos, indent=2, ensure_ascii=False), None)
+    elif fmt is AdaptersFormat.markdown:
+        section = render_markdown(infos)
+        if update is None:
+            write_output(section, None)
+        else:
+            _update_section(update, section, replace_section)
     else:
         render_text(infos, out)
     if any(i.get("error") for i in infos):
         raise typer.Exit(1)
+
+
+def _update_section(path: Path, section: str, replace: Callable[[str, str], str]) -> None:
+    """Splice ``section`` into ``path`` between its markers; a clear error without them."""
+    try:
+        document = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        updated = replace(document, section)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    if updated == document:
+        err.print(f"{path}: adapter section already up to date", markup=False)
+        return
+    write_output(updated, path)

@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
 
 
 def schedule(
-    runbook: Annotated[Path, typer.Argument(help="The runbook to schedule.", show_default=False)],
+    runbook: Annotated[
+        Path, typer.Argument(metavar="RUNBOOK", help="The runbook to schedule.", show_default=False)
+    ],
     at: Annotated[
         str,
         typer.Option(
@@ -131,7 +133,11 @@ def schedules(
 
 def unschedule(
     schedule_id: Annotated[
-        str, typer.Argument(help="The schedule id (or a unique prefix) from cutbook schedules.")
+        str,
+        typer.Argument(
+            metavar="SCHEDULE_ID",
+            help="The schedule id (or a unique prefix) from cutbook schedules.",
+        ),
     ],
 ) -> None:
     """Cancel a scheduled cutover that has not started."""

@@ -93,6 +93,7 @@ class Gates:
             ),
             forbidden=forbidden,
         )
+        self.run.states[step.id].answered_by = answer.by
         if not answer.approved:
             raise GateRejected(
                 f"no-go from {answer.by}" + (f": {answer.comment}" if answer.comment else "")
