@@ -8,7 +8,7 @@ LINT_PATHS := src tests adapters/src adapters/tests simulator/src simulator/test
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint typecheck unit browser bench lock clean
+.PHONY: install demo test lint typecheck unit browser terminal bench lock clean
 
 install: $(STAMP)
 
@@ -45,8 +45,20 @@ browser:
 		exit 1; \
 	fi
 
-unit: $(STAMP) browser
-	CUTBOOK_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
+# The live view's terminal test (tests/test_live_view_tmux.py) draws a rehearsal in tmux.
+terminal:
+	@command -v tmux >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing tmux for tests/test_live_view_tmux.py"; \
+		apt-get update -qq && apt-get install -y -qq tmux >/dev/null; \
+	else \
+		echo "tmux is missing and installing it needs root:" \
+			"run 'sudo apt-get install tmux', then make test again" >&2; \
+		exit 1; \
+	fi
+
+unit: $(STAMP) browser terminal
+	CUTBOOK_REQUIRE_BROWSER=1 CUTBOOK_REQUIRE_TMUX=1 $(VENV)/bin/pytest -q
 
 test: lint typecheck unit
 

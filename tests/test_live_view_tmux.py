@@ -34,6 +34,8 @@ CUSTOMS = RUNBOOKS / "customs-reorg-2025.yaml"
 def tmux() -> Iterator[list[str]]:
     """A private tmux server (its own socket, no user configuration), killed afterwards."""
     if not os.path.exists(TMUX):
+        if os.environ.get("CUTBOOK_REQUIRE_TMUX"):  # make test installs it: missing is a failure
+            pytest.fail("tmux is not installed (make test installs it with apt-get)")
         pytest.skip("tmux is not installed")
     where = Path(tempfile.mkdtemp(prefix="cbtmux"))
     base = [TMUX, "-S", str(where / "s"), "-f", "/dev/null"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from cutbook import registry
+from cutbook import registry, yamlsafe
 from cutbook.errors import RunbookInvalid
 from cutbook.validation import load, parse_overrides
 
@@ -100,6 +100,16 @@ def test_case_reports_exactly_its_expected_diagnostics(
     case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(CORPUS)
+    assert diagnostics_of(case) == case.expected
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+def test_the_pure_python_parser_reports_the_same(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml is only faster: without it, every message and position is the same."""
+    monkeypatch.chdir(CORPUS)
+    monkeypatch.setattr(yamlsafe, "parser", "python")
     assert diagnostics_of(case) == case.expected
 
 

@@ -562,9 +562,12 @@ steps:
   - id: guard
 """
     )
-    assert problems(write(tmp_path, text)) == [
+    # Two independent mistakes: both are told in one pass.
+    both = problems(write(tmp_path, text))
+    assert both[0] == (
         "rb.yaml:5:17: guard.margin: '10 minutes' is not a duration such as 90s, 5m, 2h or 1h30m"
-    ]
+    )
+    assert len(both) == 2 and both[1].startswith("rb.yaml:7:9: step id 'guard' is reserved")
     found = problems(write(tmp_path, text.replace("10 minutes", "10m")))
     assert len(found) == 1 and found[0].startswith("rb.yaml:7:9: step id 'guard' is reserved")
     assert "cutbook approve RUN guard" in found[0]

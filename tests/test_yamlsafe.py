@@ -17,6 +17,14 @@ from cutbook.errors import RunbookLoadError
 from cutbook.yamlsafe import MAX_DEPTH, MAX_NODES, Document, load_file, load_text
 
 
+@pytest.fixture(autouse=True, params=yamlsafe.PARSERS)
+def each_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with libyaml's parser and with the pure-Python one."""
+    name: str = request.param
+    monkeypatch.setattr(yamlsafe, "parser", name)
+    return name
+
+
 def value_of(scalar: str) -> Any:
     """What cutbook reads for ``scalar`` written as a plain value."""
     return load_text(f"v: {scalar}\n", "t.yaml").data["v"]
@@ -235,15 +243,143 @@ def test_duplicate_keys_are_refused_at_the_second_one() -> None:
     )
 
 
-def test_syntax_errors_say_where_the_construct_began() -> None:
-    assert refusal("a: [1, 2\nb: 3\n") == (
-        "t.yaml:2:2: YAML syntax error: did not find expected ',' or ']' "
-        "(while parsing a flow sequence that starts at line 1, column 4)"
-    )
-    assert refusal("a:\n\tb: 1\n") == (
-        "t.yaml:2:1: YAML syntax error: a tab where YAML expects spaces "
-        "(indent with spaces, never tabs)"
-    )
+SYNTAX_ERRORS = [
+    pytest.param(
+        "a: b\n  c: d\n",
+        "2:3: YAML syntax error: line 2 is indented more than line 1, but 'a' there already "
+        "has a value ('b'): line 'c' up with 'a', or, if 'c' belongs under 'a', put nothing "
+        "after 'a:'",
+        id="indented-under-a-key-with-a-value",
+    ),
+    pytest.param(
+        "name: Stop: intake\n",
+        "1:11: YAML syntax error: a second ': ' on line 1: a value that contains ': ' must be "
+        'quoted, as in name: "Stop: intake"',
+        id="colon-in-a-value",
+    ),
+    pytest.param(
+        "steps:\n  - id a\n    estimate: 1m\n",
+        "2:5: YAML syntax error: line 2 has no ':' after its key, so YAML reads it and line 3 "
+        "as one value: write it as 'key: value' ('id a' has no colon)",
+        id="key-without-colon-names-its-own-line",
+    ),
+    pytest.param(
+        "window:\n    start: x\n  end: y\n",
+        "3:3: YAML syntax error: line 3 is indented 2 spaces, which lines up with no key above "
+        "it (line 2 is indented 4): indent it 4 or 0 spaces, like the key it belongs with",
+        id="under-indented-key",
+    ),
+    pytest.param(
+        "steps:\n  - id: a\n    target: x\n   action: y\n",
+        "4:4: YAML syntax error: line 4 is indented 3 spaces, which lines up with no key above "
+        "it (line 3 is indented 4): indent it 4 spaces, like the key it belongs with",
+        id="key-in-a-list-item-misaligned",
+    ),
+    pytest.param(
+        "steps:\n  - id: a\n  b: 1\n",
+        "3:3: YAML syntax error: line 3 lines up with the '- ' of the list that starts at line "
+        "2, but is not a list item: start it with '- ' for a new item, or indent it 4 spaces to "
+        "belong to the item above",
+        id="key-at-the-level-of-list-dashes",
+    ),
+    pytest.param(
+        "a:\n\tb: 1\n",
+        "2:1: YAML syntax error: line 2 is indented with a tab; YAML indents with spaces only "
+        "(replace the tab with spaces)",
+        id="tab-indent",
+    ),
+    pytest.param(
+        "a:\n  b: 1\n\tc: 2\n",
+        "3:1: YAML syntax error: line 3 is indented with a tab; YAML indents with spaces only "
+        "(replace the tab with spaces)",
+        id="tab-indent-after-a-value",
+    ),
+    pytest.param(
+        'a: "abc\nb: 2\nc: 3\n',
+        '1:4: YAML syntax error: the quote " opened at line 1, column 4 is never closed, so the '
+        'rest of the file is read as its value: add the closing "',
+        id="unclosed-quote-to-the-end",
+    ),
+    pytest.param(
+        "a: 'abc\nb: 2\n",
+        "1:4: YAML syntax error: the quote ' opened at line 1, column 4 is never closed, so the "
+        "rest of the file is read as its value: add the closing '",
+        id="unclosed-single-quote",
+    ),
+    pytest.param(
+        'a: "abc\nb: "x"\nc: 3\n',
+        "1:4: YAML syntax error: the quoted value that starts at line 1, column 4 runs on to "
+        'line 2: is its closing " missing on line 1?',
+        id="unclosed-quote-closed-by-the-next-one",
+    ),
+    pytest.param(
+        "a: [1, 2\nb: 3\n",
+        "1:4: YAML syntax error: the [ opened at line 1, column 4 is not closed before line 2: "
+        "add ] at the end of the list (line 1)",
+        id="unclosed-bracket",
+    ),
+    pytest.param(
+        "w: {s: 1,\n    e: 2\n\nsteps:\n  - id: a\n",
+        "1:4: YAML syntax error: the { opened at line 1, column 4 is not closed before line 4: "
+        "add } at the end of the mapping (line 2)",
+        id="unclosed-brace-over-two-lines",
+    ),
+    pytest.param(
+        "a: [1, 2\n",
+        "1:4: YAML syntax error: the [ opened at line 1, column 4 is never closed: the file "
+        "ends first; add ] where the list ends",
+        id="end-of-file-in-a-list",
+    ),
+    pytest.param(
+        "name: x\n- id: a\n",
+        "2:1: YAML syntax error: a list item ('- ') where the mapping that starts at line 1 "
+        "expects a key: a list is the value of a key (write the key with nothing after its "
+        "colon, then the items indented below it)",
+        id="list-item-in-a-mapping",
+    ),
+    pytest.param(
+        "a: b\n]\n",
+        "2:1: YAML syntax error: a stray ']': no [ is open here, so it closes nothing",
+        id="stray-bracket",
+    ),
+    pytest.param(
+        "a: @x\n",
+        "1:4: YAML syntax error: a value cannot start with '@' (YAML reserves it): put the "
+        "value in quotes",
+        id="reserved-indicator",
+    ),
+    pytest.param(
+        'a: "\\q"\n',
+        "1:5: YAML syntax error: '\\q' is not an escape YAML knows: inside double quotes "
+        "write \\\\ for a backslash, or put the value in single quotes",
+        id="unknown-escape",
+    ),
+    pytest.param(
+        "a: *x\n",
+        "1:4: YAML syntax error: the alias *x refers to no anchor &x above it (an anchor must "
+        "come before its aliases)",
+        id="undefined-alias",
+    ),
+    pytest.param(
+        "a: &x 1\nb: &x 2\n",
+        "2:4: YAML syntax error: the anchor &x is defined twice (first at line 1); give each "
+        "anchor its own name",
+        id="anchor-defined-twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SYNTAX_ERRORS)
+def test_syntax_errors_are_told_in_words_at_the_line_to_fix(text: str, expected: str) -> None:
+    assert refusal(text) == f"t.yaml:{expected}"
+
+
+def test_a_syntax_error_never_shows_the_parsers_own_words() -> None:
+    raw = ("mapping values are not allowed", "did not find expected", "could not find")
+    for param in SYNTAX_ERRORS:
+        text = param.values[0]
+        assert isinstance(text, str)
+        assert not any(words in refusal(text) for words in raw)
 
 
 def test_non_scalar_keys_are_refused() -> None:
@@ -251,7 +387,10 @@ def test_non_scalar_keys_are_refused() -> None:
 
 
 def test_several_documents_are_refused() -> None:
-    assert refusal("a: 1\n---\nb: 2\n").startswith("t.yaml:2:1: YAML syntax error: ")
+    assert refusal("a: 1\n---\nb: 2\n") == (
+        "t.yaml:2:1: YAML syntax error: a second document starts here; a runbook file holds "
+        "one YAML document (remove this '---' line, or move what follows to its own file)"
+    )
 
 
 def test_recursive_alias_is_refused() -> None:
@@ -361,3 +500,35 @@ def test_any_text_loads_or_is_refused_with_a_located_diagnostic(text: str) -> No
         return
     for path, (line, col) in doc.positions.items():
         assert isinstance(path, tuple) and line >= 1 and col >= 1
+
+
+# --- the two parsers ---------------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_libyaml_is_used_when_pyyaml_has_it() -> None:
+    import yaml
+
+    assert yamlsafe.PARSERS[0] == ("libyaml" if yaml.__with_libyaml__ else "python")
+    assert yamlsafe.PARSERS[-1] == "python"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "runbooks").rglob("*.yaml"))
+    + sorted((ROOT / "tests" / "runbooks").rglob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_both_parsers_read_every_shipped_runbook_alike(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same values, same positions of every value and key, whichever parser runs."""
+    read = []
+    for name in ("libyaml", "python") if len(yamlsafe.PARSERS) == 2 else ("python",):
+        monkeypatch.setattr(yamlsafe, "parser", name)
+        doc = load_file(path)
+        read.append((doc.data, doc.positions, doc.key_positions))
+    assert all(r == read[0] for r in read)
+    assert read[0][1]  # positions were recorded at all

@@ -6,7 +6,7 @@ templates rendered first; what is only known during the run is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -60,7 +60,7 @@ def check_call(
     args: Mapping[str, Any],
     base: PathKey,
     loaded: LoadedRunbook,
-    mine: frozenset[str],
+    mine: Container[str],
     args_key: str,
     moved: Mapping[str, PathKey] | None = None,
     output_ok: bool = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,18 @@ class LoadedRunbook:
 
     def static_context(self, secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
         rb = self.runbook
+        window: dict[str, datetime | None]
+        try:
+            window = {"start": rb.window_start, "end": rb.window_end}
+        except (ValueError, KeyError):  # a wrong window, already reported; the rest is checked
+            window = {"start": None, "end": None}
         return {
             "vars": self.vars,
             "data": self.data,
             "secrets": dict(secrets) if secrets is not None else _secret_placeholders(rb.secrets),
             "runbook": {
                 "name": rb.name,
-                "window": {"start": rb.window_start, "end": rb.window_end},
+                "window": window,
                 "timezone": rb.timezone,
             },
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from cutbook.model import Runbook
 from cutbook.validation.loaded import LoadedRunbook
@@ -10,7 +10,7 @@ from cutbook.validation.report import Report
 
 
 def check_policies(
-    report: Report, rb: Runbook, loaded: LoadedRunbook, ancestors: Mapping[str, frozenset[str]]
+    report: Report, rb: Runbook, loaded: LoadedRunbook, ancestors: Mapping[str, Container[str]]
 ) -> None:
     """Every mutating step can be undone, and irreversible steps wait for the last gate."""
     gates = [s for s in rb.steps if s.approval is not None]
@@ -18,6 +18,8 @@ def check_policies(
     for step in rb.steps:
         if step.target is None or step.action is None or step.target not in loaded.adapters:
             continue
+        if report.broken_in(step, "rollback", "irreversible", "always", "approval"):
+            continue  # the warnings below would rest on a value that was wrong
         spec = loaded.adapters[step.target].actions.get(step.action)
         if spec is None:
             continue

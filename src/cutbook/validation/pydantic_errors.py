@@ -42,6 +42,40 @@ def validate_model(report: Report, model: type[BaseModel], value: Any, base: Pat
         return None
 
 
+def validate_partly(
+    report: Report,
+    model: type[BaseModel],
+    value: Any,
+    base: PathKey,
+    placeholders: Mapping[str, Any] | None = None,
+) -> tuple[Any, frozenset[str]]:
+    """``value`` as ``model``, built without its wrong keys; and which keys were left out.
+
+    Every error is reported first. Then the model is built again from the keys
+    that were right (a required key that was wrong or missing takes its
+    ``placeholders`` value), so later checks can still look at the rest and
+    report mistakes that do not depend on the wrong keys, in the same pass.
+    Checks that read a left-out key must skip it: its value is unknown. None
+    when ``value`` is not a mapping or cannot be built even so.
+    """
+    try:
+        return model.model_validate(value), frozenset()
+    except ValidationError as exc:
+        report_model_errors(report, exc, model, base)
+        errors = exc.errors(include_url=False)
+    if not isinstance(value, dict) or any(not e["loc"] for e in errors):
+        return None, frozenset()
+    wrong = {str(e["loc"][0]) for e in errors}
+    kept = {k: v for k, v in value.items() if k not in wrong}
+    for key, stand_in in (placeholders or {}).items():
+        if key in wrong:
+            kept[key] = stand_in
+    try:
+        return model.model_validate(kept), frozenset(wrong)
+    except ValidationError:
+        return None, frozenset()
+
+
 def report_model_errors(
     report: Report, exc: ValidationError, model: type[BaseModel], base: PathKey
 ) -> None:

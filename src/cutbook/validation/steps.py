@@ -1,13 +1,16 @@
 """One step's own rules: gates, target and action, fan-out, verify, rollback, item keys.
 
 Each concern is its own function, called in a fixed order so messages come out
-in the same order every time. Today a step whose target or action is missing
-gets no further checks (they would only repeat that error).
+in the same order every time. A step whose target or action is missing or
+wrong gets no call checks (they would only repeat that error); nor does one
+whose ``approval`` is wrong (it may be a gate or a call), whose ``for_each`` or
+``depends_on`` is wrong (its templates may read item or other steps' outputs)
+or, for its own arguments, whose ``with`` is wrong. Every other check still runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from cutbook import templating
@@ -26,10 +29,16 @@ def check_step(
     rb: Runbook,
     step: Step,
     loaded: LoadedRunbook,
-    ancestors: Mapping[str, frozenset[str]],
+    ancestors: Mapping[str, Container[str]],
 ) -> None:
     """Every check of one step; ``ancestors`` say which steps' outputs each may read."""
-    if step.preflight is not None and (step.approval is not None or step.target is None):
+    if report.broken_in(step, "approval"):
+        return
+    if (
+        step.preflight is not None
+        and (step.approval is not None or step.target is None)
+        and not report.broken_in(step, "target")
+    ):
         report.err(
             report.step_path(step, "preflight"),
             f"step {step.id!r} calls no target, so the pre-flight does not check it: "
@@ -38,8 +47,10 @@ def check_step(
     if step.approval is not None:
         check_gate(report, step)
         return
+    if report.broken_in(step, "target", "action"):
+        return
     call = _runnable(report, rb, step, loaded)
-    if call is None:
+    if call is None or report.broken_in(step, "for_each", "depends_on"):
         return
     target, action, cls = call
     mine = ancestors.get(step.id, frozenset())
@@ -47,7 +58,8 @@ def check_step(
     # A step with a broken for_each still fans out: its use of item or index is
     # not called an error as well.
     check_for_each(report, step, loaded, mine)
-    check_call(report, step, target, action, step.with_, sp, loaded, mine, "with")
+    if not report.broken_in(step, "with"):
+        check_call(report, step, target, action, step.with_, sp, loaded, mine, "with")
     check_verify(report, rb, step, target, action, loaded, mine)
     check_preflight(report, rb, step, target, loaded)
     check_rollback(report, rb, step, target, action, cls, loaded, mine)
@@ -88,7 +100,7 @@ def _runnable(
     return step.target, step.action, cls
 
 
-def check_for_each(report: Report, step: Step, loaded: LoadedRunbook, mine: frozenset[str]) -> None:
+def check_for_each(report: Report, step: Step, loaded: LoadedRunbook, mine: Container[str]) -> None:
     """A fan-out must give a list; when it can be known now, count the items for the plan."""
     if step.for_each is None:
         return
@@ -125,7 +137,7 @@ def check_verify(
     target: str,
     action: str,
     loaded: LoadedRunbook,
-    mine: frozenset[str],
+    mine: Container[str],
 ) -> None:
     """A verify reads the step's result; it should not change anything itself.
 
@@ -202,7 +214,7 @@ def check_rollback(
     action: str,
     cls: type[Adapter],
     loaded: LoadedRunbook,
-    mine: frozenset[str],
+    mine: Container[str],
 ) -> None:
     """A rollback calls its own action, or relies on the adapter's built-in undo.
 

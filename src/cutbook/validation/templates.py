@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Any
 
 from cutbook import templating
@@ -29,7 +30,7 @@ def check_templates(
     base: PathKey,
     loaded: LoadedRunbook,
     step: Step | None,
-    ancestors: frozenset[str],
+    ancestors: Container[str],
     output_ok: bool = False,
 ) -> bool:
     """Check templates; ``output`` (this step's own result) only in verify and rollback.
@@ -176,7 +177,7 @@ def _check_step_outputs(
     info: templating.TemplateInfo,
     loaded: LoadedRunbook,
     step: Step,
-    ancestors: frozenset[str],
+    ancestors: Container[str],
 ) -> bool:
     """``steps['x'].output`` needs x to finish first, so ``step`` must depend on x."""
     ok = True
