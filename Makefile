@@ -58,7 +58,7 @@ terminal:
 	fi
 
 unit: $(STAMP) browser terminal
-	CUTBOOK_REQUIRE_BROWSER=1 CUTBOOK_REQUIRE_TMUX=1 $(VENV)/bin/pytest -q
+	CUTBOOK_REQUIRE_BROWSER=1 CUTBOOK_REQUIRE_TMUX=1 $(VENV)/bin/pytest -q -n 2
 
 test: lint typecheck unit
 
