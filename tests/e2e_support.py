@@ -56,3 +56,50 @@ class Cutbook:
             stdin=subprocess.DEVNULL,
             text=True,
         )
+
+
+EXAMPLE_ADAPTER = Path(__file__).parent / "example_adapter"
+
+TINY_RUNBOOK = """\
+apiVersion: cutbook/v1
+name: tiny-night
+timezone: UTC
+window: {start: "2025-03-14T23:00", end: "2025-03-15T01:00"}
+targets:
+  host: {adapter: shell}
+steps:
+  - id: say-hello
+    target: host
+    action: probe
+    with: {argv: ["true"]}
+    estimate: 1m
+"""
+"""A one-step runbook that needs no estate: a shell probe of ``true``."""
+
+
+def install_example_adapter(build: Path, target: Path, timeout: float = 300) -> None:
+    """Build tests/example_adapter from a copy (no build litter in the tree) and install
+    it into ``target``, a directory a test then puts on PYTHONPATH, as a user would."""
+    src = build / "example_adapter"
+    src.mkdir()
+    for name in ("pyproject.toml", "cutbook_echo.py"):
+        (src / name).write_bytes((EXAMPLE_ADAPTER / name).read_bytes())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )

@@ -21,15 +21,10 @@ import httpx
 import pytest
 
 from cutbook import paths
-from cutbook.cli.demo import (
-    DemoSummary,
-    PrefectServerNote,
-    flow_run_url,
-    stop_hint,
-    summary_lines,
-)
+from cutbook.cli.demo import DemoSummary, PrefectServerNote, stop_hint, summary_lines
+from cutbook.engine.launch import flow_run_url
 from cutbook_simulator.process import free_port
-from e2e_support import CUTBOOK, REPO, Cutbook
+from e2e_support import CUTBOOK, REPO, TINY_RUNBOOK, Cutbook
 
 RUN = "customs-reorg-2025-20250314T160000-ab12"
 
@@ -115,22 +110,6 @@ def test_the_stop_command_names_the_data_dir_only_when_it_is_not_the_default(
     ]
 
 
-TINY = """\
-apiVersion: cutbook/v1
-name: tiny-night
-timezone: UTC
-window: {start: "2025-03-14T23:00", end: "2025-03-15T01:00"}
-targets:
-  host: {adapter: shell}
-steps:
-  - id: say-hello
-    target: host
-    action: probe
-    with: {argv: ["true"]}
-    estimate: 1m
-"""
-
-
 @pytest.mark.prefect
 @pytest.mark.slow
 def test_a_flow_run_url_is_found_after_the_run_when_the_start_did_not_know_it(
@@ -138,7 +117,7 @@ def test_a_flow_run_url_is_found_after_the_run_when_the_start_did_not_know_it(
 ) -> None:
     """A slow server creates the flow run after the first step started (the run never
     waits for it), so the demo asks the server afterwards, by the run's tag."""
-    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    (tmp_path / "tiny.yaml").write_text(TINY_RUNBOOK, encoding="utf-8")
     cutbook.run("run", "tiny.yaml", "--clock", "virtual", "--run-id", "tiny-url", check=True)
     monkeypatch.setenv("PREFECT_API_URL", cutbook.env["PREFECT_API_URL"])
     url = flow_run_url("tiny-url")

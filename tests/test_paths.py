@@ -18,23 +18,7 @@ import pytest
 
 from cutbook import paths
 from cutbook.journal import Event, Journal
-from e2e_support import CUTBOOK, Cutbook
-
-TINY = """\
-apiVersion: cutbook/v1
-name: tiny-night
-timezone: UTC
-window: {start: "2025-03-14T23:00", end: "2025-03-15T01:00"}
-targets:
-  host: {adapter: shell}
-steps:
-  - id: say-hello
-    target: host
-    action: probe
-    with: {argv: ["true"]}
-    estimate: 1m
-"""
-
+from e2e_support import CUTBOOK, TINY_RUNBOOK, Cutbook
 
 # ------------------------------------------------------------------ the rule, in-process
 
@@ -155,7 +139,7 @@ def test_audit_list_from_one_directory_sees_a_run_made_from_another(
     made_in, audited_from = tmp_path / "ops" / "checkout", tmp_path / "auditor"
     made_in.mkdir(parents=True)
     audited_from.mkdir()
-    (made_in / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    (made_in / "tiny.yaml").write_text(TINY_RUNBOOK, encoding="utf-8")
     ran = Cutbook(env=env, cwd=made_in).run(
         "run", "tiny.yaml", "--clock", "virtual", "--run-id", "tiny-from-b", timeout=180
     )

@@ -28,6 +28,7 @@ from cutbook.errors import RunbookInvalid
 from cutbook.model import Runbook, Step
 from cutbook.schema import build_schema, runbook_schema
 from cutbook.validation import load
+from e2e_support import install_example_adapter
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_SCHEMA = ROOT / "docs" / "cutbook.schema.json"
@@ -35,7 +36,6 @@ MALFORMED = Path(__file__).parent / "malformed"
 SHIPPED = sorted((ROOT / "runbooks").glob("*.yaml")) + sorted(
     (ROOT / "runbooks" / "examples").glob("*.yaml")
 )
-EXAMPLE_ADAPTER = Path(__file__).parent / "example_adapter"
 
 Error = tuple[tuple[str | int, ...], str]
 
@@ -423,29 +423,7 @@ def test_an_expect_given_beside_with_is_not_required_inside_it() -> None:
 def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """tests/example_adapter really installed, into a directory put on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
-    src = tmp_path_factory.mktemp("build") / "example_adapter"
-    src.mkdir()
-    for name in ("pyproject.toml", "cutbook_echo.py"):
-        (src / name).write_bytes((EXAMPLE_ADAPTER / name).read_bytes())
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    install_example_adapter(tmp_path_factory.mktemp("build"), target)
     yield target
 
 

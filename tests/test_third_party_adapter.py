@@ -18,39 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import PrefectServer
+from e2e_support import EXAMPLE_ADAPTER, PrefectServer, install_example_adapter
 
-EXAMPLE = Path(__file__).parent / "example_adapter"
+EXAMPLE = EXAMPLE_ADAPTER
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     target = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
-    # Build from a copy so the source tree gets no build/ or egg-info litter.
-    src = build / "example_adapter"
-    src.mkdir()
-    for name in ("pyproject.toml", "cutbook_echo.py"):
-        (src / name).write_bytes((EXAMPLE / name).read_bytes())
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    install_example_adapter(build, target, timeout=120)
     yield target
 
 
