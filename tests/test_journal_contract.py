@@ -105,8 +105,9 @@ def _is_event_like(node: ast.expr | None) -> bool:
 def _journal_appends() -> Iterator[tuple[str, ast.Call]]:
     """Every call in the cutbook package that writes a journal record.
 
-    A write is ``<...>journal.append(...)``, or any ``.append`` whose first
-    argument looks like an event (``Event.X`` or a string such as "step.done").
+    A write is ``<...>journal.append(...)`` or ``<...>journal.commit(...)`` (the
+    coroutines' group commit), or any ``.append``/``.commit`` whose first argument
+    looks like an event (``Event.X`` or a string such as "step.done").
     """
     for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -114,7 +115,7 @@ def _journal_appends() -> Iterator[tuple[str, ast.Call]]:
             if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "append"
+                and node.func.attr in ("append", "commit")
             ):
                 continue
             first = node.args[0] if node.args else None
