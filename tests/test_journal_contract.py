@@ -105,8 +105,9 @@ def _is_event_like(node: ast.expr | None) -> bool:
 def _journal_appends() -> Iterator[tuple[str, ast.Call]]:
     """Every call in the cutbook package that writes a journal record.
 
-    A write is ``<...>journal.append(...)`` or ``<...>journal.commit(...)`` (the
-    coroutines' group commit), or any ``.append``/``.commit`` whose first argument
+    A write is ``<...>journal.append(...)``, ``<...>journal.commit(...)`` (the
+    coroutines' group commit) or ``<...>journal.write(...)`` (durable with the next
+    fsync), or any of those whose first argument
     looks like an event (``Event.X`` or a string such as "step.done").
     """
     for path in sorted(SRC.rglob("*.py")):
@@ -115,7 +116,7 @@ def _journal_appends() -> Iterator[tuple[str, ast.Call]]:
             if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("append", "commit")
+                and node.func.attr in ("append", "commit", "write")
             ):
                 continue
             first = node.args[0] if node.args else None

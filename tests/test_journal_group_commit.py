@@ -152,3 +152,25 @@ def test_close_makes_written_records_durable(
     # an fsync that began after the record was written: the flush, or close's own
     assert any(kind == "start" and written >= 1 for kind, written in watch.events)
     assert [r["event"] for r in read_records(journal.path)] == ["step.started"]
+
+
+def test_a_written_record_is_made_durable_by_the_next_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write`` waits for nobody; the next ``append`` (or ``close``) flushes it with its own."""
+    journal = Journal.create(tmp_path, "r")
+    watch = FsyncWatch(journal, monkeypatch)
+    journal.write(Event.STEP_STARTED, step="a")
+    journal.write(Event.STEP_VERIFIED, step="a", ok=True, summary="read back")
+    assert watch.fsyncs() == 0
+    journal.append(Event.STEP_FINISHED, step="a", status="succeeded")
+    assert watch.events == [("start", 3), ("end", 0)]  # one flush, all three written by then
+    journal.write(Event.GUARD_FORECAST, reason="tick")
+    journal.close()
+    assert watch.fsyncs() == 2
+    assert [r["event"] for r in read_records(journal.path)] == [
+        "step.started",
+        "step.verified",
+        "step.finished",
+        "guard.forecast",
+    ]

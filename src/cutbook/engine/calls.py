@@ -98,7 +98,25 @@ class Calls:
         """The outcome of a call, the intent's other half: durable before the item counts.
 
         ``ok`` overrides the result's own (an apply that returned has succeeded);
-        ``output`` keeps the result's output, which rollback templates and resume read."""
+        ``output`` keeps the result's output, which rollback templates and resume read.
+
+        A fan-out item counts as done when its own outcome is durable (group-committed
+        with the other items'). A step's single item counts as done when the step does:
+        its ``step.finished``, fsync'd, makes this record durable too, one disk flush
+        instead of two (what happens in between, the verification, only reads)."""
+        if step.for_each is None:
+            self.run.journal.write(
+                Event.STEP_OUTCOME,
+                step=step.id,
+                item=item_field(step, item),
+                phase=phase,
+                ok=result.ok if ok is None else ok,
+                changed=result.changed,
+                summary=result.summary,
+                **({"output": dict(result.output)} if output else {}),
+                **extra,
+            )
+            return
         await self.run.journal.commit(
             Event.STEP_OUTCOME,
             step=step.id,

@@ -187,7 +187,7 @@ class Executor:
             call = self.calls.make(step, item, step.action, args, "verify", prior=applied)
             result = await self.calls.retrying(step, item, "verify", lambda: adapter.verify(call))
             ok, summary = result.ok, result.summary
-        await run.journal.commit(
+        run.journal.write(  # evidence, not a decision: durable with the next fsync
             Event.STEP_VERIFIED, step=step.id, item=item_field(step, item), ok=ok, summary=summary
         )
         if not ok:

@@ -141,8 +141,8 @@ class Guard:
         fc = self.forecast()
         run.guard_forecast = fc
         if reason != "tick" or self._moved(fc):
-            # Off the loop's thread: steps go on while it reaches the disk.
-            await run.journal.commit(Event.GUARD_FORECAST, reason=reason, **fc.to_json())
+            # A forecast, not a decision: durable with the next fsync.
+            run.journal.write(Event.GUARD_FORECAST, reason=reason, **fc.to_json())
             self._journalled = fc
             run.publish()
         alarm = self._alarm(fc)

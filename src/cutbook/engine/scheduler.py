@@ -346,7 +346,8 @@ class Scheduler:
         st.status = "running"
         st.started = run.clock.now()
         st.error = None
-        run.journal.append(Event.STEP_STARTED, step=step.id, attempt_round=len(run.completed))
+        # Durable with the step's first intent (or its finish): nothing acts on it.
+        run.journal.write(Event.STEP_STARTED, step=step.id, attempt_round=len(run.completed))
         run.publish()
         try:
             if step.approval is not None:

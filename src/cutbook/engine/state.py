@@ -43,6 +43,9 @@ class Recorder(Protocol):
     async def commit(self, event: Event, **fields: Any) -> Any:
         """``append`` for concurrent coroutines: durable on return, fsyncs shared."""
 
+    def write(self, event: Event, **fields: Any) -> Any:
+        """Written now, durable with the next fsync: for records nothing acts upon."""
+
 
 @dataclass(frozen=True)
 class Question:

@@ -286,6 +286,20 @@ class Journal:
         self._index(record)
         return record
 
+    def write(self, event: Event, **fields: Any) -> Record:
+        """Write a record without waiting for the disk: the next fsync (any caller's
+        :meth:`append` or :meth:`commit`, or :meth:`close`) makes it durable.
+
+        For records nothing is done on the strength of: a step starting (its intent,
+        fsync'd before anything acts, covers it), a verification's read-back, a
+        forecast. A process that dies keeps them (they are in the page cache); a power
+        cut may take them with the records around them, which resume settles by
+        reading back, never by guessing.
+        """
+        record = self._write(event, fields)
+        self._index(record)
+        return record
+
     def _write(self, event: Event, fields: dict[str, Any]) -> Record:
         name = check_record(event, fields).value
         clean = self.redactor.scrub(jsonable(fields))
