@@ -113,18 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     result = h.Result("fanout", f"Fan-out: {items:,} items, concurrency {conc}", settings)
     base = Path(tempfile.mkdtemp(prefix="cutbook-bench-fanout-"))
     clients = ["httpx"] + (["aiohttp"] if aiohttp_available() else [])
-    runs: dict[str, list[tuple[float, float]]] = {}
     calls_per_item: list[float] = []
 
-    settled: list[float] = []
-
-    def add(name: str, wall: float, cpu: float) -> None:
-        runs.setdefault(name, []).append((wall, cpu))
-        print(f"  {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
-
-    def quiet(api: str) -> None:
-        """Let the Prefect server finish the last competitor's burst first."""
-        settled.append(h.settle(api))
+    rounds = h.Rounds()
+    runs, add, quiet = rounds.runs, rounds.add, rounds.quiet
 
     try:
         with h.target_server(args.latency_ms) as url:
@@ -163,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    wall = {k: h.median([w for w, _ in v]) for k, v in runs.items()}
-    cpu = {k: h.median([c for _, c in v]) for k, v in runs.items()}
+    wall, cpu = rounds.medians()
     bares = {k: v for k, v in wall.items() if k.startswith("bare")}
     fastest = min(bares.values()) if bares else float("nan")
     fixed = wall.get("cutbook run, one step (fixed cost)", float("nan"))
@@ -225,14 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             f"whole process; {net * 1000 / items:.2f} ms net of the one-step run's CPU",
         )
     )
-    if settled:
-        result.notes.append(
-            "Before each Prefect or cutbook competitor the bench waited until the Prefect "
-            "server was idle (under 10 % CPU over a second), so nobody pays for the previous "
-            f"burst: median wait {h.median(settled):.1f} s, longest {max(settled):.1f} s."
-        )
+    note = rounds.settle_note()
+    if note is not None:
+        result.notes.append(note)
     result.raw = {
-        "settled_s": settled,
+        "settled_s": rounds.settled,
         "runs": runs,
         "calls_per_item": calls_per_item,
         "items": items,

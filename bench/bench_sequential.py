@@ -98,20 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     n = args.steps
     result = h.Result("sequential", f"Sequential: {n} HTTP steps, whole process", settings)
     base = Path(tempfile.mkdtemp(prefix="cutbook-bench-sequential-"))
-    runs: dict[str, list[tuple[float, float]]] = {}
     exe, why = h.ensure_ansible()
     print(f"ansible: {exe or why}", flush=True)
     ansible_runs = 1 if settings.quick else settings.runs
 
-    settled: list[float] = []
-
-    def add(name: str, wall: float, cpu: float) -> None:
-        runs.setdefault(name, []).append((wall, cpu))
-        print(f"  {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
-
-    def quiet(api: str) -> None:
-        """Let the Prefect server finish the last competitor's burst first."""
-        settled.append(h.settle(api))
+    rounds = h.Rounds()
+    runs, add, quiet = rounds.runs, rounds.add, rounds.quiet
 
     try:
         with h.target_server(args.latency_ms) as url:
@@ -156,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(base, ignore_errors=True)
 
     nan = float("nan")
-    wall = {k: h.median([w for w, _ in v]) for k, v in runs.items()}
-    cpu = {k: h.median([c for _, c in v]) for k, v in runs.items()}
+    wall, cpu = rounds.medians()
     bare_s = wall.get("bare httpx loop", nan)
     fixed = wall.get("cutbook run, one step (fixed cost)", nan)
     ours = wall.get(f"cutbook run, {n} steps", nan)
@@ -219,14 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Ansible {h.fmt_s(ans)}" if exe else "",
         )
     )
-    if settled:
-        result.notes.append(
-            "Before each Prefect or cutbook competitor the bench waited until the Prefect "
-            "server was idle (under 10 % CPU over a second), so nobody pays for the previous "
-            f"burst: median wait {h.median(settled):.1f} s, longest {max(settled):.1f} s."
-        )
+    note = rounds.settle_note()
+    if note is not None:
+        result.notes.append(note)
     result.raw = {
-        "settled_s": settled,
+        "settled_s": rounds.settled,
         "runs": runs,
         "steps": n,
         "ansible": str(exe) if exe else why,

@@ -308,6 +308,39 @@ def settle(
     return time.perf_counter() - began
 
 
+@dataclass
+class Rounds:
+    """A side-by-side bench's measurements: each competitor's (wall, CPU) per round, and
+    how long the Prefect server took to go quiet before each Prefect or cutbook one."""
+
+    runs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    settled: list[float] = field(default_factory=list)
+
+    def add(self, name: str, wall: float, cpu: float) -> None:
+        self.runs.setdefault(name, []).append((wall, cpu))
+        print(f"  {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+
+    def quiet(self, api: str) -> None:
+        """Let the Prefect server finish the last competitor's burst first."""
+        self.settled.append(settle(api))
+
+    def medians(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Median wall and median CPU seconds per competitor."""
+        wall = {k: median([w for w, _ in v]) for k, v in self.runs.items()}
+        cpu = {k: median([c for _, c in v]) for k, v in self.runs.items()}
+        return wall, cpu
+
+    def settle_note(self) -> str | None:
+        if not self.settled:
+            return None
+        return (
+            "Before each Prefect or cutbook competitor the bench waited until the Prefect "
+            "server was idle (under 10 % CPU over a second), so nobody pays for the previous "
+            f"burst: median wait {median(self.settled):.1f} s, longest "
+            f"{max(self.settled):.1f} s."
+        )
+
+
 def cutbook_env(api_url: str | None, data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("CUTBOOK_JOURNAL_DIR", "CUTBOOK_JOURNAL_KEY", "CUTBOOK_AUDIT_STORE"):
